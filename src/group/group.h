@@ -1,0 +1,149 @@
+/*
+ * A journal group at one site: its data volumes, its journal, and the write
+ * pipeline between host I/O and both.
+ *
+ * Write path (one struct group_io per host request):
+ *   1. the request gets journal records (one per JOURNAL_MAX_PAYLOAD bytes),
+ *      appended to the open batch - the group-commit point;
+ *   2. when journal durable_seq covers its last record, it waits until no
+ *      earlier-sequence write still in flight overlaps it (range order), then
+ *      its data-volume write is submitted;
+ *   3. when that completes, the host is answered.
+ * Because journal batches are written with RWF_DSYNC, an acknowledged write
+ * is already durable (journal redo recovers the data volume), so FUA needs no
+ * extra I/O and FLUSH only waits for writes acknowledged before it... which
+ * are durable already; a periodic checkpoint fdatasyncs the data volumes and
+ * lets the journal release space.
+ *
+ * Threading: a group lives on the loop thread that owns its io_engine.
+ */
+#ifndef JRBD_GROUP_H
+#define JRBD_GROUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jrbd/journal_format.h"
+
+struct group;
+struct io_engine;
+struct journal;
+struct loop;
+
+enum group_io_op {
+	GROUP_IO_READ = 0,
+	GROUP_IO_WRITE,
+	GROUP_IO_TRIM,
+	GROUP_IO_ZERO,
+	GROUP_IO_FLUSH,
+	GROUP_IO_CACHE,
+};
+
+enum group_io_flags {
+	GROUP_IO_FUA = 1u << 0,
+	GROUP_IO_NO_HOLE = 1u << 1,   /* ZERO: keep the range allocated */
+	GROUP_IO_FAST_ZERO = 1u << 2, /* ZERO: fail with -ENOTSUP rather than write zeroes slowly */
+};
+
+struct volume {
+	char name[JOURNAL_VOLNAME_LEN];
+	uint16_t id;        /* index in the group, stored in journal records */
+	uint64_t size;      /* bytes exported */
+	char *path;
+	int fd;             /* O_DIRECT */
+	int fd_buffered;    /* for requests not aligned to dio_align */
+	uint32_t dio_align; /* bytes */
+	bool is_blockdev;
+	bool read_only;     /* exported read-only (secondary side) */
+	unsigned nbd_conns; /* NBD connections using this volume */
+	struct group *group;
+};
+
+struct group_io;
+typedef void group_io_done_fn(struct group_io *io, int res);
+
+/*
+ * One host request. Caller-owned; stays valid until done runs. done is never
+ * called from inside group_io_submit(); res is 0 or -errno.
+ */
+struct group_io {
+	enum group_io_op op;
+	unsigned flags;     /* enum group_io_flags */
+	struct volume *vol;
+	uint64_t offset;    /* bytes */
+	uint32_t len;       /* bytes (not used by FLUSH) */
+	void *buf;          /* READ/WRITE: len bytes, aligned to 4096 */
+	group_io_done_fn *done;
+	void *arg;
+
+	/* Private to the group. */
+	struct group_io *g_next; /* wait/ready lists */
+	struct group_io *g_prev;
+	uint64_t first_seq, last_seq;
+	uint32_t appended;       /* bytes of payload already journaled */
+	int res;
+	int state;
+	unsigned sub_pending;    /* outstanding data-volume I/Os */
+	struct {
+		char pad[128];
+	} io_space; /* room for the engine request(s): see group.c */
+};
+
+struct group_volume_config {
+	char name[JOURNAL_VOLNAME_LEN];
+	char *path;
+	uint64_t size; /* 0: use the existing size */
+};
+
+struct group_config {
+	char name[JOURNAL_GROUPNAME_LEN];
+	char *journal_path;
+	uint64_t journal_size;
+	unsigned nvolumes;
+	struct group_volume_config volumes[JOURNAL_MAX_VOLUMES];
+	uint64_t marker_interval_ms;     /* idle marker period; default 1000 */
+	uint64_t checkpoint_interval_ms; /* default 1000 */
+};
+
+struct group_stats {
+	uint64_t writes, reads, trims, zeroes, flushes;
+	uint64_t bytes_written, bytes_read;
+	uint64_t last_seq; /* newest seq assigned */
+	uint64_t durable_seq;
+	uint64_t ckpt_seq;
+	uint64_t journal_size, journal_used;
+	uint64_t journal_bytes_written, journal_payload_bytes;
+	uint64_t redone_records; /* replayed onto volumes at open */
+	bool failed;
+	int failed_err;
+};
+
+/* Creates volumes that don't exist (sparse, of the given size) and formats the
+ * journal. Changes nothing and returns -errno with a message in err (errlen
+ * bytes) when anything doesn't fit. */
+int group_create_storage(const struct group_config *cfg, char *err, size_t errlen);
+
+/* Opens volumes and journal, recovers (redo), starts the timers on loop.
+ * err/errlen: as above. */
+int group_open(const struct group_config *cfg, struct loop *loop, struct io_engine *io,
+	       struct group **ret, char *err, size_t errlen);
+/* Waits for in-flight I/O, checkpoints, closes. NULL is a no-op. */
+void group_close(struct group *g);
+
+void group_io_submit(struct group *g, struct group_io *io);
+
+const char *group_name(const struct group *g);
+unsigned group_nvolumes(const struct group *g);
+struct volume *group_volume(struct group *g, unsigned idx);
+struct volume *group_find_volume(struct group *g, const char *name);
+struct journal *group_journal(struct group *g);
+void group_get_stats(const struct group *g, struct group_stats *ret);
+const struct group_config *group_get_config(const struct group *g);
+
+/* Group config persistence (group_config.c): JSON in STATE_DIR/groups/NAME.json. */
+int group_config_save(const struct group_config *cfg, const char *dir);
+int group_config_load(const char *file, struct group_config *ret, char *err, size_t errlen);
+void group_config_fini(struct group_config *cfg);
+
+#endif
