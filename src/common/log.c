@@ -21,6 +21,9 @@ log_get_level(void)
 	return log_level;
 }
 
+static void log_vmsg(enum log_level level, const char *suffix, const char *fmt, va_list ap)
+	PRINTF_FMT(3, 0);
+
 static void
 log_vmsg(enum log_level level, const char *suffix, const char *fmt, va_list ap)
 {

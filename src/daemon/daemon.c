@@ -1,1 +1,829 @@
-/* placeholder: being written */
+/*
+ * The daemon: start-up (state directory, lock, groups, listeners), the control
+ * socket server and its commands, and shutdown.
+ *
+ * Control commands run on the loop thread between I/O events; the slow ones
+ * (group create formats a journal) block the loop while they run.
+ * XXX: move formatting to a worker thread when groups share a daemon with
+ * latency-sensitive hosts.
+ */
+#include "daemon/daemon.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/util.h"
+#include "config.h"
+#include "ctl/ctl.h"
+#include "group/group.h"
+#include "io/io.h"
+#include "journal/journal.h"
+#include "nbd/nbd_server.h"
+
+#define DEFAULT_JOURNAL_SIZE (1ull << 30)
+#define MAX_GROUPS 64
+#define CTL_MAX_CONNS 32
+
+struct daemon_group {
+	struct group_config cfg;
+	struct group *g; /* NULL when it failed to open: see error */
+	char error[512];
+};
+
+struct ctl_conn {
+	struct daemon *d;
+	int fd;
+	struct loop_handle h;
+	uint8_t *in;
+	size_t inlen, incap;
+	uint8_t *out;
+	size_t outlen, outoff;
+	struct ctl_conn *next;
+	bool closing;
+};
+
+struct daemon {
+	const struct daemon_opts *opts;
+	char dir[PATH_MAX];
+	char groups_dir[PATH_MAX + 16];
+	int lock_fd;
+	struct loop *loop;
+	struct io_engine *io;
+	struct loop_handle io_h;
+	struct loop_hook submit_hook;
+	struct loop_hook reap_hook;
+	struct nbd_server *nbd;
+	int ctl_fd;
+	struct loop_handle ctl_h;
+	struct ctl_conn *ctl_conns;
+	unsigned n_ctl;
+	int sig_fd;
+	struct loop_handle sig_h;
+	struct daemon_group *groups[MAX_GROUPS];
+	unsigned ngroups;
+	int exit_code;
+};
+
+/* --- groups --- */
+
+static struct daemon_group *
+find_group(struct daemon *d, const char *name)
+{
+	for (unsigned i = 0; i < d->ngroups; i++) {
+		if (!strcmp(d->groups[i]->cfg.name, name))
+			return d->groups[i];
+	}
+	return NULL;
+}
+
+static struct volume *
+nbd_lookup(void *arg, const char *name)
+{
+	struct daemon *d = arg;
+
+	for (unsigned i = 0; i < d->ngroups; i++) {
+		struct volume *v;
+
+		if (d->groups[i]->g && (v = group_find_volume(d->groups[i]->g, name)))
+			return v;
+	}
+	return NULL;
+}
+
+static int
+nbd_list(void *arg, int (*fn)(void *fnarg, struct volume *v), void *fnarg)
+{
+	struct daemon *d = arg;
+
+	for (unsigned i = 0; i < d->ngroups; i++) {
+		struct group *g = d->groups[i]->g;
+
+		for (unsigned k = 0; g && k < group_nvolumes(g); k++) {
+			int r = fn(fnarg, group_volume(g, k));
+
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static const struct nbd_server_ops daemon_nbd_ops = {
+	.lookup = nbd_lookup,
+	.list = nbd_list,
+};
+
+static void
+daemon_group_free(struct daemon_group *dg)
+{
+	if (!dg)
+		return;
+	group_close(dg->g);
+	group_config_fini(&dg->cfg);
+	free(dg);
+}
+
+/* Opens a configured group; a failure is kept and shown, not fatal. */
+static struct daemon_group *
+daemon_group_open(struct daemon *d, struct group_config *cfg)
+{
+	struct daemon_group *dg = calloc(1, sizeof(*dg));
+	int r;
+
+	if (!dg)
+		return NULL;
+	dg->cfg = *cfg;
+	memset(cfg, 0, sizeof(*cfg));
+	r = group_open(&dg->cfg, d->loop, d->io, &dg->g, dg->error, sizeof(dg->error));
+	if (r < 0) {
+		dg->g = NULL;
+		log_err("group '%s': cannot open: %s", dg->cfg.name, dg->error);
+	} else {
+		log_info("group '%s': open, %u volume(s), journal '%s'", dg->cfg.name,
+			 dg->cfg.nvolumes, dg->cfg.journal_path);
+	}
+	return dg;
+}
+
+static int
+load_groups(struct daemon *d)
+{
+	DIR *dir = opendir(d->groups_dir);
+	struct dirent *de;
+
+	if (!dir)
+		return -errno;
+	while ((de = readdir(dir))) {
+		char path[PATH_MAX * 2], err[512] = "";
+		struct group_config cfg;
+		size_t n = strlen(de->d_name);
+		struct daemon_group *dg;
+
+		if (n < 6 || strcmp(de->d_name + n - 5, ".json"))
+			continue;
+		if (d->ngroups == MAX_GROUPS) {
+			log_err("state dir '%s': more than %u groups, ignoring '%s'", d->dir,
+				MAX_GROUPS, de->d_name);
+			continue;
+		}
+		snprintf(path, sizeof(path), "%s/%s", d->groups_dir, de->d_name);
+		if (group_config_load(path, &cfg, err, sizeof(err)) < 0) {
+			log_err("group config '%s': %s, ignoring", path, err);
+			continue;
+		}
+		dg = daemon_group_open(d, &cfg);
+		if (!dg) {
+			group_config_fini(&cfg);
+			closedir(dir);
+			return -ENOMEM;
+		}
+		d->groups[d->ngroups++] = dg;
+	}
+	closedir(dir);
+	return 0;
+}
+
+/* --- control commands --- */
+
+static json_t *
+reply_error(int err, const char *fmt, ...) PRINTF_FMT(2, 3);
+
+static json_t *
+reply_error(int err, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return json_pack("{s:i, s:b, s:i, s:s}", "v", CTL_VERSION, "ok", 0, "errno",
+			 err < 0 ? -err : err, "error", msg);
+}
+
+static json_t *
+reply_ok(void)
+{
+	return json_pack("{s:i, s:b}", "v", CTL_VERSION, "ok", 1);
+}
+
+static json_t *
+cmd_group_create(struct daemon *d, json_t *req)
+{
+	struct group_config cfg = {0};
+	const char *name = NULL, *journal = NULL;
+	json_int_t jsize = 0;
+	json_t *vols = NULL, *v, *reply;
+	json_error_t jerr;
+	struct daemon_group *dg;
+	char err[1024] = "";
+	size_t i;
+	int r;
+
+	if (json_unpack_ex(req, &jerr, 0, "{s:s, s:s, s?I, s:o}", "name", &name, "journal",
+			   &journal, "journal_size", &jsize, "volumes", &vols) ||
+	    !json_is_array(vols) || jsize < 0)
+		return reply_error(EINVAL, "group-create: %s", jerr.text);
+	if (!util_valid_name(name, JOURNAL_GROUPNAME_LEN))
+		return reply_error(EINVAL, "invalid group name '%s' (letters, digits, '_', '-', "
+				   "'.', at most %u characters)", name, JOURNAL_GROUPNAME_LEN - 1);
+	if (find_group(d, name))
+		return reply_error(EEXIST, "group '%s' already exists", name);
+	if (d->ngroups == MAX_GROUPS)
+		return reply_error(ENOSPC, "this daemon already has %u groups", MAX_GROUPS);
+	if (json_array_size(vols) == 0 || json_array_size(vols) > JOURNAL_MAX_VOLUMES)
+		return reply_error(EINVAL, "a group needs 1 to %u volumes", JOURNAL_MAX_VOLUMES);
+	if (journal[0] != '/')
+		return reply_error(EINVAL, "journal path '%s' must be absolute", journal);
+	snprintf(cfg.name, sizeof(cfg.name), "%s", name);
+	cfg.journal_size = (uint64_t)jsize;
+	if (!cfg.journal_size && access(journal, F_OK) < 0)
+		cfg.journal_size = DEFAULT_JOURNAL_SIZE;
+	cfg.journal_path = strdup(journal);
+	json_array_foreach(vols, i, v)
+	{
+		const char *vname, *vpath;
+		json_int_t vsize = 0;
+
+		if (json_unpack_ex(v, &jerr, 0, "{s:s, s:s, s?I}", "name", &vname, "path", &vpath,
+				   "size", &vsize) ||
+		    vsize < 0) {
+			reply = reply_error(EINVAL, "group-create: volume %zu: %s", i, jerr.text);
+			goto out;
+		}
+		if (!util_valid_name(vname, JOURNAL_VOLNAME_LEN)) {
+			reply = reply_error(EINVAL, "invalid volume name '%s' (letters, digits, '_', "
+					    "'-', '.', at most %u characters)", vname,
+					    JOURNAL_VOLNAME_LEN - 1);
+			goto out;
+		}
+		if (vpath[0] != '/') {
+			reply = reply_error(EINVAL, "volume '%s': path '%s' must be absolute", vname,
+					    vpath);
+			goto out;
+		}
+		for (unsigned k = 0; k < i; k++) {
+			if (!strcmp(cfg.volumes[k].name, vname)) {
+				reply = reply_error(EINVAL, "volume name '%s' given twice", vname);
+				goto out;
+			}
+		}
+		if (nbd_lookup(d, vname)) {
+			reply = reply_error(EEXIST, "volume name '%s' is already exported by another "
+					    "group of this daemon", vname);
+			goto out;
+		}
+		snprintf(cfg.volumes[i].name, sizeof(cfg.volumes[i].name), "%s", vname);
+		cfg.volumes[i].path = strdup(vpath);
+		cfg.volumes[i].size = (uint64_t)vsize;
+		cfg.nvolumes++;
+	}
+	r = group_create_storage(&cfg, err, sizeof(err));
+	if (r < 0) {
+		reply = reply_error(r, "group '%s': %s", name, err);
+		goto out;
+	}
+	/* Sizes are now fixed: remember them so a restart exports the same sizes. */
+	for (unsigned k = 0; k < cfg.nvolumes; k++) {
+		if (!cfg.volumes[k].size) {
+			int fd = open(cfg.volumes[k].path, O_RDONLY | O_CLOEXEC);
+
+			if (fd >= 0) {
+				util_fd_size(fd, &cfg.volumes[k].size);
+				close(fd);
+			}
+		}
+	}
+	r = group_config_save(&cfg, d->groups_dir);
+	if (r < 0) {
+		reply = reply_error(r, "group '%s': cannot save its configuration in '%s': %s",
+				    name, d->groups_dir, strerror(-r));
+		goto out;
+	}
+	dg = daemon_group_open(d, &cfg);
+	if (!dg) {
+		reply = reply_error(ENOMEM, "out of memory");
+		goto out;
+	}
+	if (!dg->g) {
+		char path[PATH_MAX * 2];
+
+		reply = reply_error(EIO, "group '%s': created but cannot open: %s", name,
+				    dg->error);
+		snprintf(path, sizeof(path), "%s/%s.json", d->groups_dir, name);
+		unlink(path);
+		daemon_group_free(dg);
+		goto out;
+	}
+	d->groups[d->ngroups++] = dg;
+	log_info("group '%s': created with %u volume(s)", name, dg->cfg.nvolumes);
+	reply = reply_ok();
+out:
+	group_config_fini(&cfg);
+	return reply;
+}
+
+static json_t *
+cmd_group_delete(struct daemon *d, json_t *req)
+{
+	const char *name = NULL;
+	int force = 0;
+	struct daemon_group *dg;
+	char path[PATH_MAX * 2];
+	json_error_t jerr;
+
+	if (json_unpack_ex(req, &jerr, 0, "{s:s, s?b}", "name", &name, "force", &force))
+		return reply_error(EINVAL, "group-delete: %s", jerr.text);
+	dg = find_group(d, name);
+	if (!dg)
+		return reply_error(ENOENT, "no group '%s'", name);
+	for (unsigned k = 0; dg->g && k < group_nvolumes(dg->g); k++) {
+		struct volume *v = group_volume(dg->g, k);
+
+		if (v->nbd_conns && !force)
+			return reply_error(EBUSY, "group '%s': volume '%s' has %u NBD connection(s); "
+					   "disconnect them or use --force", name, v->name,
+					   v->nbd_conns);
+	}
+	for (unsigned k = 0; dg->g && k < group_nvolumes(dg->g); k++)
+		nbd_server_drop_volume(d->nbd, group_volume(dg->g, k));
+	snprintf(path, sizeof(path), "%s/%s.json", d->groups_dir, name);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return reply_error(errno, "group '%s': cannot remove '%s': %s", name, path,
+				   strerror(errno));
+	for (unsigned i = 0; i < d->ngroups; i++) {
+		if (d->groups[i] == dg) {
+			d->groups[i] = d->groups[--d->ngroups];
+			break;
+		}
+	}
+	daemon_group_free(dg);
+	log_info("group '%s': deleted (volumes and journal files are kept)", name);
+	return reply_ok();
+}
+
+static json_t *
+group_to_json(const struct daemon_group *dg)
+{
+	json_t *o, *vols = json_array();
+	struct group_stats st;
+	struct journal_stats js;
+
+	o = json_pack("{s:s, s:s, s:s, s:s}", "name", dg->cfg.name, "role", "primary", "state",
+		      "SMPL", "journal_path", dg->cfg.journal_path);
+	if (!dg->g) {
+		json_object_set_new(o, "error", json_string(dg->error));
+		json_object_set_new(o, "failed", json_true());
+		for (unsigned i = 0; i < dg->cfg.nvolumes; i++)
+			json_array_append_new(vols, json_pack("{s:s, s:s, s:I}", "name",
+							      dg->cfg.volumes[i].name, "path",
+							      dg->cfg.volumes[i].path, "size",
+							      (json_int_t)dg->cfg.volumes[i].size));
+		json_object_set_new(o, "volumes", vols);
+		return o;
+	}
+	group_get_stats(dg->g, &st);
+	journal_get_stats(group_journal(dg->g), &js);
+	for (unsigned i = 0; i < group_nvolumes(dg->g); i++) {
+		struct volume *v = group_volume(dg->g, i);
+
+		json_array_append_new(vols, json_pack("{s:s, s:s, s:I, s:i, s:b}", "name", v->name,
+						      "path", v->path, "size", (json_int_t)v->size,
+						      "nbd_connections", (int)v->nbd_conns,
+						      "read_only", v->read_only));
+	}
+	json_object_set_new(o, "volumes", vols);
+	json_object_set_new(o, "failed", json_boolean(st.failed));
+	if (st.failed)
+		json_object_set_new(o, "error", json_string(strerror(-st.failed_err)));
+	json_object_set_new(
+		o, "journal",
+		json_pack("{s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:i}", "size",
+			  (json_int_t)js.area_size, "used", (json_int_t)js.used_bytes, "used_pct",
+			  js.area_size ? 100.0 * (double)js.used_bytes / (double)js.area_size : 0.0,
+			  "records", (json_int_t)js.records, "batches", (json_int_t)js.batches,
+			  "bytes_written", (json_int_t)js.bytes_written, "payload_bytes",
+			  (json_int_t)js.payload_bytes, "tail_seq", (json_int_t)js.tail_seq,
+			  "epoch", (int)js.epoch));
+	json_object_set_new(o, "seq",
+			    json_pack("{s:I, s:I, s:I}", "written", (json_int_t)st.last_seq,
+				      "durable", (json_int_t)st.durable_seq, "checkpoint",
+				      (json_int_t)st.ckpt_seq));
+	json_object_set_new(o, "last_record_ns", json_integer((json_int_t)js.last_timestamp_ns));
+	json_object_set_new(
+		o, "io",
+		json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "writes",
+			  (json_int_t)st.writes, "reads", (json_int_t)st.reads, "trims",
+			  (json_int_t)st.trims, "zeroes", (json_int_t)st.zeroes, "flushes",
+			  (json_int_t)st.flushes, "bytes_written", (json_int_t)st.bytes_written,
+			  "bytes_read", (json_int_t)st.bytes_read, "redone_records",
+			  (json_int_t)st.redone_records));
+	return o;
+}
+
+static json_t *
+cmd_display(struct daemon *d, json_t *req)
+{
+	const char *name = NULL;
+	json_t *reply, *arr = json_array();
+	json_error_t jerr;
+
+	if (json_unpack_ex(req, &jerr, 0, "{s?s}", "name", &name))
+		return reply_error(EINVAL, "display: %s", jerr.text);
+	if (name && !find_group(d, name))
+		return reply_error(ENOENT, "no group '%s'", name);
+	for (unsigned i = 0; i < d->ngroups; i++) {
+		if (!name || !strcmp(name, d->groups[i]->cfg.name))
+			json_array_append_new(arr, group_to_json(d->groups[i]));
+	}
+	reply = reply_ok();
+	json_object_set_new(reply, "groups", arr);
+	return reply;
+}
+
+static json_t *
+cmd_status(struct daemon *d)
+{
+	json_t *reply = reply_ok(), *addrs = json_array();
+	char buf[PATH_MAX + 16];
+
+	for (unsigned i = 0; d->nbd && nbd_server_bound_addr(d->nbd, i, buf, sizeof(buf)) == 0;
+	     i++)
+		json_array_append_new(addrs, json_string(buf));
+	json_object_set_new(reply, "pid", json_integer(getpid()));
+	json_object_set_new(reply, "dir", json_string(d->dir));
+	json_object_set_new(reply, "io_engine", json_string(io_engine_name(d->io)));
+	json_object_set_new(reply, "nbd", addrs);
+	json_object_set_new(reply, "version", json_string(JRBD_VERSION));
+	return reply;
+}
+
+static json_t *
+ctl_dispatch(struct daemon *d, const uint8_t *body, size_t len)
+{
+	char err[256];
+	const char *cmd;
+	json_t *req, *reply;
+
+	req = ctl_request_parse(body, len, &cmd, err, sizeof(err));
+	if (!req)
+		return reply_error(EINVAL, "%s", err);
+	if (!strcmp(cmd, "group-create"))
+		reply = cmd_group_create(d, req);
+	else if (!strcmp(cmd, "group-delete"))
+		reply = cmd_group_delete(d, req);
+	else if (!strcmp(cmd, "display"))
+		reply = cmd_display(d, req);
+	else if (!strcmp(cmd, "status"))
+		reply = cmd_status(d);
+	else if (!strcmp(cmd, "shutdown")) {
+		log_info("shutdown requested over the control socket");
+		loop_stop(d->loop);
+		reply = reply_ok();
+	} else
+		reply = reply_error(EINVAL, "unknown command '%s'", cmd);
+	json_decref(req);
+	return reply;
+}
+
+/* --- control socket server --- */
+
+static void
+ctl_conn_free(struct daemon *d, struct ctl_conn *c)
+{
+	for (struct ctl_conn **p = &d->ctl_conns; *p; p = &(*p)->next) {
+		if (*p == c) {
+			*p = c->next;
+			break;
+		}
+	}
+	loop_del_fd(d->loop, &c->h);
+	close(c->fd);
+	free(c->in);
+	free(c->out);
+	free(c);
+	d->n_ctl--;
+}
+
+static void
+ctl_conn_event(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	struct ctl_conn *c = arg;
+	struct daemon *d = c->d;
+	const uint8_t *body;
+	size_t bodylen;
+	json_t *reply;
+	int r;
+
+	(void)loop;
+	if (c->out) {
+		ssize_t n = write(fd, c->out + c->outoff, c->outlen - c->outoff);
+
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0 || (c->outoff += (size_t)n) == c->outlen)
+			ctl_conn_free(d, c);
+		return;
+	}
+	if (events & (EPOLLERR | EPOLLHUP) && !(events & EPOLLIN)) {
+		ctl_conn_free(d, c);
+		return;
+	}
+	if (c->inlen == c->incap) {
+		size_t cap = c->incap ? c->incap * 2 : 4096;
+		uint8_t *p;
+
+		if (cap > CTL_MAX_MSG + 4 || !(p = realloc(c->in, cap))) {
+			ctl_conn_free(d, c);
+			return;
+		}
+		c->in = p;
+		c->incap = cap;
+	}
+	{
+		ssize_t n = read(fd, c->in + c->inlen, c->incap - c->inlen);
+
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			ctl_conn_free(d, c);
+			return;
+		}
+		c->inlen += (size_t)n;
+	}
+	r = ctl_frame_decode(c->in, c->inlen, &body, &bodylen);
+	if (r == -EAGAIN)
+		return;
+	if (r < 0) {
+		log_warn("control socket: bad frame, closing the connection");
+		ctl_conn_free(d, c);
+		return;
+	}
+	reply = ctl_dispatch(d, body, bodylen);
+	if (!reply || ctl_frame_encode(reply, &c->out, &c->outlen) < 0) {
+		json_decref(reply);
+		ctl_conn_free(d, c);
+		return;
+	}
+	json_decref(reply);
+	loop_mod_fd(d->loop, &c->h, EPOLLOUT);
+}
+
+static void
+ctl_accept(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	struct daemon *d = arg;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	struct ctl_conn *c;
+	int cfd;
+
+	(void)events;
+	cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (cfd < 0)
+		return;
+	if (getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+	    (cred.uid != 0 && cred.uid != getuid())) {
+		log_warn("control socket: refusing uid %u (daemon runs as uid %u)",
+			 (unsigned)cred.uid, (unsigned)getuid());
+		close(cfd);
+		return;
+	}
+	if (d->n_ctl >= CTL_MAX_CONNS) {
+		log_warn("control socket: %u connections open, refusing another", d->n_ctl);
+		close(cfd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c || loop_add_fd(loop, &c->h, cfd, EPOLLIN, ctl_conn_event, c) < 0) {
+		free(c);
+		close(cfd);
+		return;
+	}
+	c->d = d;
+	c->fd = cfd;
+	c->next = d->ctl_conns;
+	d->ctl_conns = c;
+	d->n_ctl++;
+}
+
+static int
+ctl_listen(struct daemon *d)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd, r;
+
+	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", d->dir, CTL_SOCKET_NAME) >=
+	    (int)sizeof(sa.sun_path))
+		return log_errno(-ENAMETOOLONG, "state dir '%s': path too long for a socket",
+				 d->dir);
+	unlink(sa.sun_path); /* stale: we hold the lock, so no daemon uses it */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || chmod(sa.sun_path, 0600) < 0 ||
+	    listen(fd, 16) < 0) {
+		r = -errno;
+		close(fd);
+		return log_errno(r, "control socket '%s'", sa.sun_path);
+	}
+	d->ctl_fd = fd;
+	return loop_add_fd(d->loop, &d->ctl_h, fd, EPOLLIN, ctl_accept, d);
+}
+
+/* --- plumbing --- */
+
+static void
+io_event(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	struct daemon *d = arg;
+	uint64_t n;
+
+	(void)loop;
+	(void)events;
+	if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		log_debug("io eventfd read: %m");
+	io_engine_reap(d->io);
+}
+
+static void
+submit_hook(struct loop *loop, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)loop;
+	/* Completions may be waiting that the eventfd already reported; reaping
+	 * here keeps their callbacks in this iteration's batch. */
+	io_engine_reap(d->io);
+	io_engine_submit(d->io);
+}
+
+static void
+signal_event(struct loop *loop, int fd, uint32_t events, void *arg)
+{
+	struct signalfd_siginfo si;
+
+	(void)events;
+	(void)arg;
+	if (read(fd, &si, sizeof(si)) == sizeof(si)) {
+		log_info("signal %u: shutting down", si.ssi_signo);
+		loop_stop(loop);
+	}
+}
+
+static int
+lock_state_dir(struct daemon *d)
+{
+	char path[PATH_MAX + 16], pid[32];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/daemon.lock", d->dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return log_errno(-errno, "state dir '%s': cannot open lock file", d->dir);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		log_err("state dir '%s' is already owned by a running jrbd daemon (pid %s)", d->dir,
+			pid[0] ? pid : "unknown");
+		close(fd);
+		return -EBUSY;
+	}
+	if (ftruncate(fd, 0) == 0) {
+		int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+
+		util_pwrite_full(fd, pid, (size_t)n, 0);
+	}
+	d->lock_fd = fd;
+	return 0;
+}
+
+static int
+write_addr_file(struct daemon *d)
+{
+	char path[PATH_MAX + 16], tmp[PATH_MAX + 32], buf[PATH_MAX + 16];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/nbd.addr", d->dir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (!f)
+		return -errno;
+	for (unsigned i = 0; nbd_server_bound_addr(d->nbd, i, buf, sizeof(buf)) == 0; i++)
+		fprintf(f, "%s\n", buf);
+	if (fclose(f) != 0 || rename(tmp, path) < 0)
+		return -errno;
+	return 0;
+}
+
+int
+daemon_run(const struct daemon_opts *opts)
+{
+	struct daemon d = {.opts = opts, .lock_fd = -1, .ctl_fd = -1, .sig_fd = -1,
+			   .exit_code = 1};
+	sigset_t mask;
+	int r;
+
+	if (!realpath(opts->dir, d.dir)) {
+		if (errno != ENOENT || mkdir(opts->dir, 0700) < 0 || !realpath(opts->dir, d.dir)) {
+			log_errno(-errno, "state dir '%s'", opts->dir);
+			return 1;
+		}
+	}
+	snprintf(d.groups_dir, sizeof(d.groups_dir), "%s/groups", d.dir);
+	if (mkdir(d.groups_dir, 0700) < 0 && errno != EEXIST) {
+		log_errno(-errno, "state dir '%s': cannot create groups/", d.dir);
+		return 1;
+	}
+	if (lock_state_dir(&d) < 0)
+		return 1;
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	r = loop_new(&d.loop);
+	if (r < 0)
+		goto out;
+	d.sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (d.sig_fd < 0 || loop_add_fd(d.loop, &d.sig_h, d.sig_fd, EPOLLIN, signal_event, &d) < 0)
+		goto out;
+	r = io_engine_new(opts->io_engine ? opts->io_engine : "auto",
+			  opts->io_depth ? opts->io_depth : 256, &d.io);
+	if (r < 0) {
+		log_errno(r, "io engine '%s'", opts->io_engine ? opts->io_engine : "auto");
+		goto out;
+	}
+	log_info("state dir '%s', io engine %s", d.dir, io_engine_name(d.io));
+	r = loop_add_fd(d.loop, &d.io_h, io_engine_event_fd(d.io), EPOLLIN, io_event, &d);
+	if (r < 0)
+		goto out;
+	r = load_groups(&d);
+	if (r < 0) {
+		log_errno(r, "state dir '%s': cannot load groups", d.dir);
+		goto out;
+	}
+	/* The engine submit hook runs after every group's commit hook. */
+	loop_add_hook(d.loop, &d.submit_hook, submit_hook, &d);
+	r = nbd_server_new(d.loop, &daemon_nbd_ops, &d, &d.nbd);
+	if (r < 0)
+		goto out;
+	for (unsigned i = 0; i < opts->n_nbd; i++) {
+		r = nbd_server_listen(d.nbd, opts->nbd_addrs[i]);
+		if (r < 0) {
+			log_errno(r, "nbd: cannot listen on '%s'", opts->nbd_addrs[i]);
+			goto out;
+		}
+	}
+	write_addr_file(&d);
+	r = ctl_listen(&d);
+	if (r < 0)
+		goto out;
+	log_info("ready: %u group(s), control socket %s/%s", d.ngroups, d.dir, CTL_SOCKET_NAME);
+	r = loop_run(d.loop);
+	d.exit_code = r < 0 ? 1 : 0;
+out:
+	if (d.ctl_fd >= 0) {
+		char path[PATH_MAX + 16];
+
+		loop_del_fd(d.loop, &d.ctl_h);
+		close(d.ctl_fd);
+		snprintf(path, sizeof(path), "%s/%s", d.dir, CTL_SOCKET_NAME);
+		unlink(path);
+	}
+	while (d.ctl_conns)
+		ctl_conn_free(&d, d.ctl_conns);
+	/* Connections first: their in-flight requests finish into the groups. */
+	nbd_server_free(d.nbd);
+	for (unsigned i = 0; i < d.ngroups; i++)
+		daemon_group_free(d.groups[i]);
+	if (d.io)
+		loop_del_fd(d.loop, &d.io_h);
+	io_engine_free(d.io);
+	if (d.sig_fd >= 0)
+		close(d.sig_fd);
+	loop_free(d.loop);
+	if (d.lock_fd >= 0)
+		close(d.lock_fd);
+	if (d.exit_code == 0)
+		log_info("stopped cleanly");
+	return d.exit_code;
+}

@@ -24,10 +24,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "group/range_order.h"
+#include "io/io.h"
 #include "jrbd/journal_format.h"
 
 struct group;
-struct io_engine;
 struct journal;
 struct loop;
 
@@ -54,11 +55,18 @@ struct volume {
 	int fd;             /* O_DIRECT */
 	int fd_buffered;    /* for requests not aligned to dio_align */
 	uint32_t dio_align; /* bytes */
+	uint32_t max_request; /* bytes: largest READ/WRITE accepted (NBD maximum block size) */
 	bool is_blockdev;
 	bool read_only;     /* exported read-only (secondary side) */
 	unsigned nbd_conns; /* NBD connections using this volume */
+	bool zero_fallback; /* fallocate unsupported: zeroes are written */
+	struct range_order order; /* in-flight writes, by seq */
 	struct group *group;
 };
+
+/* Largest READ/WRITE length: a power of two small enough that the journal
+ * always has room for one whole request besides the batches in flight. */
+#define GROUP_MAX_REQUEST (32u << 20)
 
 struct group_io;
 typedef void group_io_done_fn(struct group_io *io, int res);
@@ -80,14 +88,13 @@ struct group_io {
 	/* Private to the group. */
 	struct group_io *g_next; /* wait/ready lists */
 	struct group_io *g_prev;
+	struct group *g;
 	uint64_t first_seq, last_seq;
-	uint32_t appended;       /* bytes of payload already journaled */
+	uint32_t appended;         /* bytes of payload already journaled */
 	int res;
-	int state;
-	unsigned sub_pending;    /* outstanding data-volume I/Os */
-	struct {
-		char pad[128];
-	} io_space; /* room for the engine request(s): see group.c */
+	int state;                 /* enum group_io_state in group.c */
+	struct range_entry range;  /* place in the volume's write order */
+	struct io_req req;         /* the data-volume I/O */
 };
 
 struct group_volume_config {

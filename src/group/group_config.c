@@ -1,1 +1,338 @@
-/* placeholder: being written */
+/*
+ * Group configuration: validation, persistence (one JSON file per group in
+ * STATE_DIR/groups/, written atomically) and creation of the storage it names.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "group/group.h"
+#include "journal/journal.h"
+
+#define GROUP_CONFIG_VERSION 1
+
+void
+group_config_fini(struct group_config *cfg)
+{
+	if (!cfg)
+		return;
+	free(cfg->journal_path);
+	cfg->journal_path = NULL;
+	for (unsigned i = 0; i < JOURNAL_MAX_VOLUMES; i++) {
+		free(cfg->volumes[i].path);
+		cfg->volumes[i].path = NULL;
+	}
+	cfg->nvolumes = 0;
+}
+
+static int
+fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int
+group_config_save(const struct group_config *cfg, const char *dir)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	json_t *root, *vols;
+	char *text = NULL;
+	int fd = -1, r;
+
+	if (snprintf(path, sizeof(path), "%s/%s.json", dir, cfg->name) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	vols = json_array();
+	root = json_pack("{s:i, s:s, s:s, s:I, s:I, s:I, s:o}", "version", GROUP_CONFIG_VERSION,
+			 "name", cfg->name, "journal", cfg->journal_path, "journal_size",
+			 (json_int_t)cfg->journal_size, "marker_interval_ms",
+			 (json_int_t)cfg->marker_interval_ms, "checkpoint_interval_ms",
+			 (json_int_t)cfg->checkpoint_interval_ms, "volumes", vols);
+	if (!root)
+		return -ENOMEM;
+	for (unsigned i = 0; i < cfg->nvolumes; i++) {
+		json_t *v = json_pack("{s:s, s:s, s:I}", "name", cfg->volumes[i].name, "path",
+				      cfg->volumes[i].path, "size",
+				      (json_int_t)cfg->volumes[i].size);
+
+		if (!v || json_array_append_new(vols, v)) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
+	text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
+	if (!text) {
+		r = -ENOMEM;
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		goto out;
+	}
+	r = util_write_full(fd, text, strlen(text));
+	if (r == 0 && (util_write_full(fd, "\n", 1) < 0 || fsync(fd) < 0))
+		r = -errno;
+	if (r < 0)
+		goto out;
+	/* Atomic replace, then make the rename itself durable. */
+	if (rename(tmp, path) < 0) {
+		r = -errno;
+		goto out;
+	}
+	r = fsync_dir(dir);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		unlink(tmp);
+	free(text);
+	json_decref(root);
+	return r;
+}
+
+int
+group_config_load(const char *file, struct group_config *ret, char *err, size_t errlen)
+{
+	struct group_config cfg = {0};
+	json_error_t jerr;
+	json_t *root, *vols, *v;
+	const char *name = NULL, *journal = NULL;
+	json_int_t jsize = 0, marker = 0, ckpt = 0, version = 0;
+	size_t i;
+	int r = -EINVAL;
+
+	root = json_load_file(file, 0, &jerr);
+	if (!root) {
+		snprintf(err, errlen, "%s: line %d: %s", file, jerr.line, jerr.text);
+		return -EINVAL;
+	}
+	if (json_unpack_ex(root, &jerr, 0, "{s:I, s:s, s:s, s:I, s?I, s?I, s:o}", "version",
+			   &version, "name", &name, "journal", &journal, "journal_size", &jsize,
+			   "marker_interval_ms", &marker, "checkpoint_interval_ms", &ckpt,
+			   "volumes", &vols) ||
+	    !json_is_array(vols)) {
+		snprintf(err, errlen, "%s: %s", file, jerr.text);
+		goto out;
+	}
+	if (version != GROUP_CONFIG_VERSION) {
+		snprintf(err, errlen, "%s: unsupported config version %lld", file,
+			 (long long)version);
+		goto out;
+	}
+	if (!util_valid_name(name, sizeof(cfg.name)) || json_array_size(vols) == 0 ||
+	    json_array_size(vols) > JOURNAL_MAX_VOLUMES || jsize < 0 || marker < 0 || ckpt < 0) {
+		snprintf(err, errlen, "%s: invalid group name, volume count or interval", file);
+		goto out;
+	}
+	snprintf(cfg.name, sizeof(cfg.name), "%s", name);
+	cfg.journal_size = (uint64_t)jsize;
+	cfg.marker_interval_ms = (uint64_t)marker;
+	cfg.checkpoint_interval_ms = (uint64_t)ckpt;
+	cfg.journal_path = strdup(journal);
+	if (!cfg.journal_path) {
+		r = -ENOMEM;
+		goto out;
+	}
+	json_array_foreach(vols, i, v)
+	{
+		const char *vname, *vpath;
+		json_int_t vsize;
+
+		if (json_unpack_ex(v, &jerr, 0, "{s:s, s:s, s:I}", "name", &vname, "path", &vpath,
+				   "size", &vsize) ||
+		    !util_valid_name(vname, JOURNAL_VOLNAME_LEN) || vsize < 0) {
+			snprintf(err, errlen, "%s: volume %zu: invalid entry", file, i);
+			goto out;
+		}
+		snprintf(cfg.volumes[i].name, sizeof(cfg.volumes[i].name), "%s", vname);
+		cfg.volumes[i].size = (uint64_t)vsize;
+		cfg.volumes[i].path = strdup(vpath);
+		if (!cfg.volumes[i].path) {
+			r = -ENOMEM;
+			goto out;
+		}
+		cfg.nvolumes++;
+	}
+	*ret = cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	r = 0;
+out:
+	group_config_fini(&cfg);
+	json_decref(root);
+	return r;
+}
+
+/* Is there already something at path that isn't an empty regular file? */
+static bool
+has_content(const struct stat *st)
+{
+	return !S_ISREG(st->st_mode) || st->st_size > 0;
+}
+
+/* True when path holds a jrbd journal. */
+static bool
+is_journal(const char *path)
+{
+	uint8_t *buf = malloc(2 * JOURNAL_SB_SIZE);
+	struct journal_sb sb;
+	unsigned slot;
+	bool yes = false;
+	int fd;
+
+	if (!buf)
+		return false;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		yes = util_pread_full(fd, buf, 2 * JOURNAL_SB_SIZE, 0) == 0 &&
+		      journal_sb_pick(buf, &sb, &slot) == 0;
+		close(fd);
+	}
+	free(buf);
+	return yes;
+}
+
+static bool
+same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	if (!strcmp(a, b))
+		return true;
+	if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
+		return false;
+	return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int
+group_create_storage(const struct group_config *cfg, char *err, size_t errlen)
+{
+	bool created[JOURNAL_MAX_VOLUMES] = {false};
+	const char *names[JOURNAL_MAX_VOLUMES];
+	struct journal_format_opts fo = {0};
+	struct stat st;
+	int r = 0;
+
+	/* Check everything before touching anything. */
+	for (unsigned i = 0; i < cfg->nvolumes; i++) {
+		const struct group_volume_config *vc = &cfg->volumes[i];
+
+		names[i] = vc->name;
+		if (same_file(vc->path, cfg->journal_path)) {
+			snprintf(err, errlen, "volume '%s' and the journal are the same file '%s'",
+				 vc->name, vc->path);
+			return -EINVAL;
+		}
+		for (unsigned k = 0; k < i; k++) {
+			if (same_file(vc->path, cfg->volumes[k].path)) {
+				snprintf(err, errlen, "volumes '%s' and '%s' are the same file '%s'",
+					 cfg->volumes[k].name, vc->name, vc->path);
+				return -EINVAL;
+			}
+		}
+		if (stat(vc->path, &st) == 0) {
+			uint64_t size = 0;
+			int fd = open(vc->path, O_RDONLY | O_CLOEXEC);
+
+			if (fd < 0 || util_fd_size(fd, &size) < 0) {
+				snprintf(err, errlen, "volume '%s': '%s' is not a usable file or "
+					 "block device", vc->name, vc->path);
+				if (fd >= 0)
+					close(fd);
+				return -EINVAL;
+			}
+			close(fd);
+			if (vc->size > size && !(S_ISREG(st.st_mode) && size == 0)) {
+				snprintf(err, errlen,
+					 "volume '%s': '%s' exists with %llu bytes, smaller than the "
+					 "requested %llu",
+					 vc->name, vc->path, (unsigned long long)size,
+					 (unsigned long long)vc->size);
+				return -ENOSPC;
+			}
+			if (!vc->size && !size) {
+				snprintf(err, errlen, "volume '%s': '%s' is empty; give a size "
+					 "(NAME=PATH:SIZE)", vc->name, vc->path);
+				return -EINVAL;
+			}
+		} else if (errno != ENOENT) {
+			snprintf(err, errlen, "volume '%s': '%s': %s", vc->name, vc->path,
+				 strerror(errno));
+			return -errno;
+		} else if (!vc->size) {
+			snprintf(err, errlen, "volume '%s': '%s' does not exist; give a size to "
+				 "create it (NAME=PATH:SIZE)", vc->name, vc->path);
+			return -ENOENT;
+		}
+	}
+	if (stat(cfg->journal_path, &st) == 0 && has_content(&st) && S_ISREG(st.st_mode) &&
+	    !is_journal(cfg->journal_path)) {
+		snprintf(err, errlen, "journal '%s' exists and is not a jrbd journal; refusing to "
+			 "overwrite it", cfg->journal_path);
+		return -EEXIST;
+	}
+	if (cfg->journal_size && cfg->journal_size < JOURNAL_MIN_SIZE) {
+		snprintf(err, errlen, "journal size %llu is below the minimum of %llu bytes",
+			 (unsigned long long)cfg->journal_size,
+			 (unsigned long long)JOURNAL_MIN_SIZE);
+		return -EINVAL;
+	}
+	/* Create missing volumes as sparse files. */
+	for (unsigned i = 0; i < cfg->nvolumes; i++) {
+		const struct group_volume_config *vc = &cfg->volumes[i];
+		int fd;
+
+		if (stat(vc->path, &st) == 0 && !(S_ISREG(st.st_mode) && st.st_size == 0))
+			continue;
+		fd = open(vc->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			r = -errno;
+			snprintf(err, errlen, "volume '%s': cannot create '%s': %s", vc->name,
+				 vc->path, strerror(errno));
+			goto undo;
+		}
+		created[i] = true;
+		if (ftruncate(fd, (off_t)vc->size) < 0) {
+			r = -errno;
+			snprintf(err, errlen, "volume '%s': cannot size '%s' to %llu bytes: %s",
+				 vc->name, vc->path, (unsigned long long)vc->size, strerror(errno));
+			close(fd);
+			goto undo;
+		}
+		close(fd);
+	}
+	fo.size = cfg->journal_size;
+	fo.group = cfg->name;
+	fo.nvolumes = cfg->nvolumes;
+	fo.volumes = names;
+	fo.role = JOURNAL_ROLE_MASTER;
+	r = journal_format(cfg->journal_path, &fo);
+	if (r < 0) {
+		snprintf(err, errlen, "journal '%s': cannot format: %s", cfg->journal_path,
+			 strerror(-r));
+		goto undo;
+	}
+	return 0;
+undo:
+	for (unsigned i = 0; i < cfg->nvolumes; i++) {
+		if (created[i])
+			unlink(cfg->volumes[i].path);
+	}
+	return r;
+}

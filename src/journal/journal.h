@@ -115,6 +115,8 @@ struct journal_scan {
 	char stop_detail[128]; /* human-readable reason */
 	/* Buffer for headers and payloads: JOURNAL_MAX_PAYLOAD + a header. */
 	uint8_t *buf;
+	bool is_done;          /* the log ended (or a read failed); next returns 0 */
+	uint64_t bad_lpos;     /* where the record named by stop_detail stands */
 };
 
 int journal_scan_init(struct journal_scan *s, const struct journal_sb *sb, journal_read_fn *read,
@@ -169,10 +171,17 @@ struct journal_stats {
 
 /* Opens, bumps the epoch, scans from the tail, calls ops->redo for records at or
  * after the checkpoint, and is ready for appends after the last valid record.
- * The journal must not be open elsewhere (the caller holds the state-dir lock). */
+ * The journal must not be open elsewhere (the caller holds the state-dir lock).
+ * Blocks (reads, one fdatasync and a superblock write through io, drained).
+ * -EPROTO/-EBADMSG: no valid superblock or the file is shorter than it says;
+ * -EUCLEAN: the log ends (corrupt record) before the checkpoint, so new
+ * records would get numbers redo skips; a redo error is returned as is. */
 int journal_open(const char *path, struct io_engine *io, const struct journal_ops *ops, void *arg,
 		 struct journal **ret);
-void journal_close(struct journal *j); /* NULL is a no-op; waits for in-flight writes */
+/* NULL is a no-op. Commits, waits for in-flight writes (on_durable/on_error may
+ * still run, on_space doesn't), writes the final superblock, frees. Records that
+ * never fit in the journal were never durable, so never acknowledged: dropped. */
+void journal_close(struct journal *j);
 
 /* Appends a record. In: kind, flags, volume, offset, length, payload_len.
  * Out: rec->seq, rec->epoch, rec->timestamp_ns. The payload is copied into the
@@ -184,10 +193,18 @@ int journal_append(struct journal *j, struct journal_rec *rec, const void *paylo
 void journal_commit(struct journal *j);
 
 /* Records with seq < ckpt_seq are durable in the data volumes (the caller
- * fsynced them). Persists the superblock asynchronously and may release space. */
+ * fsynced them). Persists the superblock asynchronously and may release space.
+ * Never moves back; capped at durable_seq + 1. Persisted at batch granularity:
+ * the superblock's checkpoint is the start of the batch holding ckpt_seq, so
+ * redo after a restart may replay a few records before ckpt_seq (harmless:
+ * redo replays in order up to the end of the log). */
 void journal_set_checkpoint(struct journal *j, uint64_t ckpt_seq);
 
-/* Consumers keep records until they release them (replication). */
+/* Consumers keep records until they release them (replication); persisted in
+ * the superblock. A new consumer holds everything retained now (released_seq =
+ * tail_seq - 1). -EINVAL: id 0; -EEXIST; -ENOSPC: JOURNAL_MAX_CONSUMERS in use;
+ * -ENOENT: unknown id. release: -EINVAL past the last appended seq; a lower
+ * released_seq than before is ignored (late report). */
 int journal_consumer_add(struct journal *j, uint64_t id);
 int journal_consumer_remove(struct journal *j, uint64_t id);
 int journal_consumer_release(struct journal *j, uint64_t id, uint64_t released_seq);
@@ -197,9 +214,11 @@ const struct journal_sb *journal_get_sb(const struct journal *j);
 
 /* --- Dump (journal_dump.c) --- */
 
-/* Prints superblock and every record from the tail with checksum verdicts.
+/* Prints superblock and every record from the tail with checksum verdicts
+ * (all_records false: records before the checkpoint are counted, not listed).
  * Returns 0 when the log is clean, 1 when it ends in a torn or corrupt record,
- * -errno when the file can't be read or has no valid superblock. */
+ * -errno when the file can't be read or has no valid superblock (the message
+ * on out says why, per superblock copy). Read-only; plain pread. */
 int journal_dump(const char *path, bool json, bool all_records, FILE *out);
 
 #endif

@@ -34,7 +34,11 @@ struct nbd_server_stats {
 int nbd_server_new(struct loop *loop, const struct nbd_server_ops *ops, void *arg,
 		   struct nbd_server **ret);
 /* Stops listening, closes every connection (their in-flight I/O is waited
- * for), frees. NULL is a no-op. */
+ * for), frees. NULL is a no-op.
+ * It runs the loop (loop_run_once(), at most 30 s) until the groups have
+ * completed that I/O, so call it from outside loop callbacks and before the
+ * groups are closed; a connection whose I/O never completes is left to free
+ * itself from its last completion. */
 void nbd_server_free(struct nbd_server *s);
 
 /* addr: "HOST:PORT" (IPv4/IPv6/hostname; port 0 picks a free port) or

@@ -1,0 +1,26 @@
+/*
+ * The site daemon: owns STATE_DIR (one daemon per directory, enforced with a
+ * lock), its groups, the NBD server and the control socket, all on one event
+ * loop.
+ */
+#ifndef JRBD_DAEMON_H
+#define JRBD_DAEMON_H
+
+#include <stdbool.h>
+
+#define DAEMON_MAX_LISTEN 8
+
+struct daemon_opts {
+	const char *dir;
+	const char *nbd_addrs[DAEMON_MAX_LISTEN];
+	unsigned n_nbd;
+	const char *listen_addr; /* replication port (not used yet) */
+	const char *secret_file;
+	const char *io_engine;   /* "auto" by default */
+	unsigned io_depth;
+};
+
+/* Runs until SIGTERM/SIGINT or a shutdown command. Returns a process exit code. */
+int daemon_run(const struct daemon_opts *opts);
+
+#endif
