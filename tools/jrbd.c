@@ -132,6 +132,7 @@ cmd_daemon(int argc, char **argv)
 		{"io-engine", required_argument, NULL, 'e'},
 		{"io-depth", required_argument, NULL, 'q'},
 		{"log-level", required_argument, NULL, 'v'},
+		{"data-cache", required_argument, NULL, 'c'},
 		{NULL, 0, NULL, 0},
 	};
 	struct daemon_opts d = {.io_engine = "auto"};
@@ -169,6 +170,16 @@ cmd_daemon(int argc, char **argv)
 			d.io_depth = (unsigned)v;
 			break;
 		}
+		case 'c':
+			if (!strcmp(optarg, "writeback"))
+				d.buffered_data = true;
+			else if (!strcmp(optarg, "direct"))
+				d.buffered_data = false;
+			else {
+				fprintf(stderr, "jrbd daemon: --data-cache: direct|writeback\n");
+				return EXIT_USAGE;
+			}
+			break;
 		case 'v':
 			if (!strcmp(optarg, "debug"))
 				log_set_level(LOG_DEBUG);
@@ -566,7 +577,8 @@ static int cmd_help(int argc, char **argv);
 
 static const struct command commands[] = {
 	{"daemon", cmd_daemon,
-	 "daemon --dir DIR [--nbd ADDR|unix:PATH]... [--io-engine auto|uring|aio|sync]",
+	 "daemon --dir DIR [--nbd ADDR|unix:PATH]... [--io-engine auto|uring|aio|sync]\n"
+	 "           [--data-cache direct|writeback] [--io-depth N] [--log-level LEVEL]",
 	 "run the site daemon (foreground)"},
 	{"group create", cmd_group_create,
 	 "group create GROUP --journal PATH [--journal-size SIZE] --volume NAME=PATH[:SIZE]...",

@@ -149,6 +149,7 @@ daemon_group_open(struct daemon *d, struct group_config *cfg)
 	if (!dg)
 		return NULL;
 	dg->cfg = *cfg;
+	dg->cfg.buffered_data = d->opts->buffered_data;
 	memset(cfg, 0, sizeof(*cfg));
 	r = group_open(&dg->cfg, d->loop, d->io, &dg->g, dg->error, sizeof(dg->error));
 	if (r < 0) {

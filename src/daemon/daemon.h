@@ -18,6 +18,7 @@ struct daemon_opts {
 	const char *secret_file;
 	const char *io_engine;   /* "auto" by default */
 	unsigned io_depth;
+	bool buffered_data; /* --data-cache writeback */
 };
 
 /* Runs until SIGTERM/SIGINT or a shutdown command. Returns a process exit code. */

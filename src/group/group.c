@@ -650,7 +650,8 @@ group_io_submit(struct group *g, struct group_io *io)
 /* --- open / create / close --- */
 
 static int
-open_volume(struct volume *v, const struct group_volume_config *vc, char *err, size_t errlen)
+open_volume(struct volume *v, const struct group_volume_config *vc, bool buffered, char *err,
+	    size_t errlen)
 {
 	struct stat st;
 	uint64_t size;
@@ -683,9 +684,10 @@ open_volume(struct volume *v, const struct group_volume_config *vc, char *err, s
 		return -ENOSPC;
 	}
 	v->size = vc->size ? vc->size : size;
-	v->fd = open(vc->path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	v->fd = buffered ? -1 : open(vc->path, O_RDWR | O_DIRECT | O_CLOEXEC);
 	if (v->fd < 0) {
-		/* Filesystems without O_DIRECT (tmpfs): buffered I/O, still correct. */
+		/* Buffered by choice, or a filesystem without O_DIRECT (tmpfs):
+		 * still correct, the journal makes writes durable. */
 		v->fd = dup(v->fd_buffered);
 		v->dio_align = 1;
 	} else {
@@ -774,7 +776,7 @@ group_open(const struct group_config *cfg, struct loop *loop, struct io_engine *
 	if (!g->cfg.checkpoint_interval_ms)
 		g->cfg.checkpoint_interval_ms = 1000;
 	for (unsigned i = 0; i < cfg->nvolumes; i++) {
-		r = open_volume(&g->vols[i], &cfg->volumes[i], err, errlen);
+		r = open_volume(&g->vols[i], &cfg->volumes[i], cfg->buffered_data, err, errlen);
 		if (r < 0)
 			goto err;
 		g->vols[i].id = (uint16_t)i;

@@ -111,6 +111,10 @@ struct group_config {
 	struct group_volume_config volumes[JOURNAL_MAX_VOLUMES];
 	uint64_t marker_interval_ms;     /* idle marker period; default 1000 */
 	uint64_t checkpoint_interval_ms; /* default 1000 */
+	/* Runtime only (a daemon option, not saved): data volumes through the page
+	 * cache instead of O_DIRECT. Durability is unchanged - it comes from the
+	 * journal - but reads can hit the cache and volume writes are memcpys. */
+	bool buffered_data;
 };
 
 struct group_stats {

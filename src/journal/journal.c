@@ -8,7 +8,7 @@
  * bytes, allocated at open. Each buffer is
  *
  *   FREE -> OPEN (appends memcpy records in) -> READY (sealed: full, or
- *   committed while it could go) -> INFLIGHT (one O_DIRECT RWF_DSYNC write)
+ *   committed while it could go) -> INFLIGHT (one O_DIRECT write)
  *   -> DONE (completed, waiting for its predecessors) -> FREE
  *
  * Only the open batch takes records; READY batches go out in order. The open
@@ -21,9 +21,14 @@
  * *persisted* tail: overwriting space whose release isn't on disk yet would
  * let a crash recover from a tail that no longer holds its record.
  *
- * Durability. Completions may come out of order; durable_seq advances only
+ * Durability. Completions may come out of order; written_seq advances only
  * over the oldest outstanding batches that have completed, so it is always a
- * prefix of the sequence, as on_durable promises.
+ * prefix of the sequence. Batch writes don't carry RWF_DSYNC: on a device
+ * without FUA every DSYNC write costs a cache flush, and batches in flight
+ * would each pay one. Instead one fdatasync of the journal at a time makes
+ * everything written before it durable (group flush): durable_seq jumps to
+ * the written_seq it captured, and batches keep going out while it runs, so
+ * the next flush covers more of them.
  *
  * Space. Released up to tail = min(checkpoint, consumers' released + 1,
  * durable + 1), at batch granularity: the index remembers where each
@@ -105,6 +110,7 @@ struct journal {
 	uint64_t head_lpos;     /* end of the last submitted batch */
 	uint64_t submitted_seq; /* first seq not submitted yet */
 	uint64_t next_seq;      /* seq the next append gets */
+	uint64_t written_seq;   /* every record <= this is written (maybe not durable) */
 	uint64_t durable_seq;   /* every record <= this is durable */
 	uint64_t ckpt_req;      /* highest checkpoint the caller asked for */
 	struct {
@@ -125,6 +131,11 @@ struct journal {
 	/* Ring of retained batch starts, seq ascending. */
 	struct journal_idx *idx;
 	size_t idx_cap, idx_head, idx_len;
+
+	/* Group flush: one fdatasync in flight, making records <= flush_target durable. */
+	struct io_req flush_req;
+	uint64_t flush_target;
+	bool flush_inflight;
 
 	/* Superblock writer: one write in flight, the rest coalesced. */
 	struct io_req sb_req;
@@ -437,6 +448,7 @@ batch_place(const struct journal *j, uint32_t padded, uint64_t *ret_lpos)
 }
 
 static void journal_batch_done(struct io_req *req, int res);
+static void journal_flush_kick(struct journal *j);
 
 static void
 batch_submit(struct journal *j, struct journal_batch *b, uint64_t lpos, uint32_t padded)
@@ -462,7 +474,7 @@ batch_submit(struct journal *j, struct journal_batch *b, uint64_t lpos, uint32_t
 	b->req.buf = b->buf;
 	b->req.len = padded;
 	b->req.offset = journal_phys(&j->sb, lpos);
-	b->req.rw_flags = RWF_DSYNC;
+	b->req.rw_flags = 0; /* made durable by the group flush */
 	b->req.done = journal_batch_done;
 	b->req.arg = b;
 	io_engine_queue(j->io, &b->req);
@@ -540,19 +552,51 @@ journal_batch_done(struct io_req *req, int res)
 	}
 	/* Retire the completed prefix, oldest first. */
 	while ((b = batch_by_order(j, j->retire_order)) && b->state == BATCH_DONE) {
-		if (!j->failed) {
-			j->durable_seq = b->last_seq;
-			advanced = true;
-		}
+		if (!j->failed)
+			j->written_seq = b->last_seq;
 		b->state = BATCH_FREE;
 		j->retire_order++;
 		j->noutstanding--;
 		freed = true;
 	}
-	if (advanced)
-		journal_sb_kick(j); /* durable_seq may hold the tail */
+	journal_flush_kick(j);
 	journal_pump(j);
 	journal_notify(j, advanced, freed);
+}
+
+static void
+journal_flush_done(struct io_req *req, int res)
+{
+	struct journal *j = container_of(req, struct journal, flush_req);
+	bool advanced = false;
+
+	j->flush_inflight = false;
+	if (res < 0) {
+		/* Never retry an fsync and call it success: what it covered is lost. */
+		log_debug("journal: fdatasync: %s", strerrordesc_np(-res));
+		journal_fail(j, res);
+	} else if (!j->failed && j->flush_target > j->durable_seq) {
+		j->durable_seq = j->flush_target;
+		advanced = true;
+		journal_sb_kick(j); /* durable_seq may hold the tail */
+	}
+	journal_flush_kick(j);
+	journal_notify(j, advanced, false);
+}
+
+/* Starts an fdatasync covering every written record, unless one runs. */
+static void
+journal_flush_kick(struct journal *j)
+{
+	if (j->failed || j->flush_inflight || j->written_seq <= j->durable_seq)
+		return;
+	j->flush_inflight = true;
+	j->flush_target = j->written_seq;
+	memset(&j->flush_req, 0, sizeof(j->flush_req));
+	j->flush_req.op = IO_OP_FSYNC;
+	j->flush_req.fd = j->fd;
+	j->flush_req.done = journal_flush_done;
+	io_engine_queue(j->io, &j->flush_req);
 }
 
 /* --- open --- */
@@ -627,6 +671,7 @@ journal_recover(struct journal *j, const char *path)
 	j->head_lpos = scan.stop_lpos;
 	j->next_seq = j->submitted_seq = scan.next_seq;
 	j->durable_seq = scan.next_seq - 1;
+	j->written_seq = j->durable_seq;
 	r = 0;
 out:
 	journal_scan_fini(&scan);

@@ -322,12 +322,14 @@ allowed_cmd_flags(uint16_t type, uint16_t tflags)
 }
 
 int
-nbd_request_check(const struct nbd_request *req, uint64_t size, uint16_t tflags)
+nbd_request_check(const struct nbd_request *req, uint64_t size, uint16_t tflags, uint32_t max_block)
 {
 	bool read_only = tflags & NBD_FLAG_READ_ONLY;
 	bool is_write = false;
-	bool bounded = true; /* length limited to NBD_MAX_BLOCK_SIZE */
+	bool bounded = true; /* length limited to max_block */
 
+	if (!max_block)
+		max_block = NBD_MAX_BLOCK_SIZE;
 	switch (req->type) {
 	case NBD_CMD_READ:
 		break;
@@ -373,7 +375,7 @@ nbd_request_check(const struct nbd_request *req, uint64_t size, uint16_t tflags)
 		return -EINVAL;
 	if (is_write && read_only)
 		return -EPERM;
-	if (bounded && req->len > NBD_MAX_BLOCK_SIZE)
+	if (bounded && req->len > max_block)
 		return -EINVAL;
 	if (!range_within(req->offset, req->len, size))
 		return is_write && req->type != NBD_CMD_TRIM ? -ENOSPC : -EINVAL;
@@ -435,7 +437,7 @@ void
 nbd_encode_structured_read(struct nbd_structured_read_hdr *w, uint64_t cookie, uint64_t offset,
                            uint32_t data_len)
 {
-	/* data_len <= NBD_MAX_BLOCK_SIZE, so the chunk length can't overflow. */
+	/* data_len <= the maximum block size, so the chunk length can't overflow. */
 	nbd_encode_structured_reply(&w->hdr, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA,
 	                            cookie, (uint32_t)sizeof(uint64_t) + data_len);
 	w->offset = htobe64(offset);

@@ -147,7 +147,7 @@
 #define NBD_MAX_OPTION_LEN 4096u /* longer option payloads get NBD_REP_ERR_TOO_BIG */
 #define NBD_MIN_BLOCK_SIZE 1u    /* advertised in NBD_INFO_BLOCK_SIZE */
 #define NBD_PREF_BLOCK_SIZE 4096u
-#define NBD_MAX_BLOCK_SIZE (32u << 20) /* READ/WRITE/CACHE/WRITE_ZEROES length bound */
+#define NBD_MAX_BLOCK_SIZE (32u << 20) /* largest maximum block size we advertise */
 #define NBD_EXPORT_NAME_ZEROES 124u
 
 /* ---- Wire images (packed, big-endian) ---------------------------------- */
@@ -355,18 +355,20 @@ uint32_t nbd_request_payload_len(const struct nbd_request *req);
 
 /*
  * Checks a request against the export: size in bytes, tflags as sent to the
- * client (NBD_FLAG_READ_ONLY included). Returns 0 or the error to answer with
+ * client (NBD_FLAG_READ_ONLY included), max_block the maximum block size
+ * advertised (0: NBD_MAX_BLOCK_SIZE). Returns 0 or the error to answer with
  * (as -errno, for nbd_errno_to_wire()):
  *   -EINVAL  unknown command, flag not valid for the command or not
  *            negotiated, FLUSH/DISC with offset or length, READ/TRIM/CACHE
  *            past the end, READ/WRITE/CACHE/WRITE_ZEROES (without FAST_ZERO)
- *            longer than NBD_MAX_BLOCK_SIZE;
+ *            longer than max_block;
  *   -EPERM   WRITE/TRIM/WRITE_ZEROES on a read-only export;
  *   -ENOSPC  WRITE/WRITE_ZEROES past the end (the spec's advice).
  * A zero length is valid (the spec leaves it unspecified but says not to
  * disconnect): the caller may answer it without doing I/O.
  */
-int nbd_request_check(const struct nbd_request *req, uint64_t size, uint16_t tflags);
+int nbd_request_check(const struct nbd_request *req, uint64_t size, uint16_t tflags,
+                      uint32_t max_block);
 
 /* -errno (or errno) of a failed request -> NBD error value; 0 -> 0. The one
  * place where host errors become wire errors. */

@@ -216,6 +216,16 @@ err_str(int err)
 	return d ? d : "unknown error";
 }
 
+/* Maximum block size of v: the group's limit on one READ/WRITE (it depends
+ * on the journal size), at most NBD_MAX_BLOCK_SIZE. Advertised and enforced. */
+static uint32_t
+vol_max_block(const struct volume *v)
+{
+	if (v->max_request && v->max_request < NBD_MAX_BLOCK_SIZE)
+		return v->max_request;
+	return NBD_MAX_BLOCK_SIZE;
+}
+
 /* Length of a volume name (NUL-padded, at most sizeof(name) bytes). */
 static int
 vol_name_len(const struct volume *v)
@@ -518,7 +528,7 @@ req_begin(struct nbd_conn *c, const struct nbd_request *rq)
 	/* The volume may have turned read-only (role change) since the handshake. */
 	if (c->vol->read_only)
 		tflags |= NBD_FLAG_READ_ONLY;
-	err = nbd_request_check(rq, c->vol->size, tflags);
+	err = nbd_request_check(rq, c->vol->size, tflags, vol_max_block(c->vol));
 	if (err < 0 && payload > NBD_WRITE_DRAIN_MAX) {
 		/* Too much to skip: nothing valid is this long anyway. */
 		proto_error(c, "WRITE payload too large to skip");
@@ -734,12 +744,12 @@ opt_info_go(struct nbd_conn *c, uint32_t option, const uint8_t *data, uint32_t l
 			return;
 	}
 	/* Always sent: clients that didn't ask may still use it, and it is the
-	 * spec's default anyway except for the 32 MiB maximum. */
+	 * spec's default anyway except for the maximum. */
 	need = sizeof(struct nbd_option_reply_hdr) + sizeof(struct nbd_info_block_size_wire);
 	p = out_room(c, need);
 	if (!p ||
 	    !out_commit(c, nbd_encode_rep_info_block_size(p, need, option, NBD_MIN_BLOCK_SIZE,
-	                                                  NBD_PREF_BLOCK_SIZE, NBD_MAX_BLOCK_SIZE)))
+	                                                  NBD_PREF_BLOCK_SIZE, vol_max_block(v))))
 		return;
 	if (!opt_reply(c, option, NBD_REP_ACK))
 		return;

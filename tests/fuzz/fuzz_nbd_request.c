@@ -2,11 +2,10 @@
  * libFuzzer target: the NBD transmission-phase request parser and validator.
  *
  * Input layout: byte 0 selects the export (bit 0: read-only, bit 1: tiny
- * export), then a stream of client bytes as they would arrive on the socket:
- * request headers, each WRITE followed by its payload. The harness walks the
- * stream as the server does, checks every request against the export, and
- * round-trips the reply encoders. Any crash, sanitizer report or trap is a
- * bug in nbd_proto.c.
+ * export, bits 2-3: maximum block size), then a stream of client bytes as they would arrive on the
+ * socket: request headers, each WRITE followed by its payload. The harness walks the stream as the
+ * server does, checks every request against the export, and round-trips the reply encoders. Any
+ * crash, sanitizer report or trap is a bug in nbd_proto.c.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -56,11 +55,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	uint64_t export_size;
 	uint16_t tflags;
+	uint32_t max_block;
 	size_t pos = 1;
 
 	if (size < 1)
 		return 0;
 	tflags = nbd_export_flags(data[0] & 1);
+	/* Bits 2-3: the maximum block size (default, 4 KiB, 1 MiB, 16 MiB). */
+	max_block = (uint32_t[]){0, 4096, 1u << 20, 16u << 20}[(data[0] >> 2) & 3];
 	export_size = (data[0] & 2) ? 4096 : (1ull << 40);
 	while (pos < size) {
 		struct nbd_request rq, again;
@@ -83,7 +85,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		nbd_encode_request(&w, &rq);
 		FUZZ_CHECK(nbd_parse_request(&w, sizeof(w), &again) == r);
 		FUZZ_CHECK(!memcmp(&w, data + pos - sizeof(w), sizeof(w)));
-		err = nbd_request_check(&rq, export_size, tflags);
+		err = nbd_request_check(&rq, export_size, tflags, max_block);
 		FUZZ_CHECK(err == 0 || err == -EINVAL || err == -EPERM || err == -ENOSPC);
 		if (err == 0 && rq.type != NBD_CMD_DISC && rq.type != NBD_CMD_FLUSH) {
 			/* Whatever passes lies inside the export... */
@@ -93,7 +95,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (tflags & NBD_FLAG_READ_ONLY)
 				FUZZ_CHECK(rq.type == NBD_CMD_READ || rq.type == NBD_CMD_CACHE);
 			if (rq.type == NBD_CMD_READ || rq.type == NBD_CMD_WRITE)
-				FUZZ_CHECK(rq.len <= NBD_MAX_BLOCK_SIZE);
+				FUZZ_CHECK(rq.len <= (max_block ? max_block : NBD_MAX_BLOCK_SIZE));
 		}
 		check_replies(&rq, err);
 		/* Skip the payload, valid or not, as the server does. */

@@ -109,7 +109,7 @@ def raw_go(s, name=b"data"):
 def main():
     os.makedirs(A)
     start()
-    jrbd("group", "create", "g1", "--journal", A + "/j.img", "--journal-size", "128M",
+    jrbd("group", "create", "g1", "--journal", A + "/j.img", "--journal-size", "256M",
          "--volume", "data=%s/data.img:32M" % A, "--volume", "logs=%s/logs.img:32M" % A)
 
     # --- negotiation through libnbd ---
@@ -174,8 +174,8 @@ def main():
             fn(*args)
             raise AssertionError("%s %r beyond the end succeeded" % (fn.__name__, args[1:]))
         except nbd.Error as e:
-            assert e.errno in (22, 28), e  # EINVAL or ENOSPC
-    assert h.pread(4096, 65536) == pat[:4096]  # the connection still works
+            assert e.errno in (22, 28, "EINVAL", "ENOSPC"), e
+    assert h.pread(4096, 0) == big[:4096]  # the connection still works
     h.shutdown()
     ok("requests beyond the end get EINVAL/ENOSPC, connection stays usable")
 

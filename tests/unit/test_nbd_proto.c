@@ -631,10 +631,11 @@ Test(nbd_proto, request_check_table)
 		    .len = tc->len,
 		};
 
-		cr_assert(
-		    eq(int, nbd_request_check(&rq, SZ, nbd_export_flags(tc->read_only)), tc->want),
-		    "case %zu: %s flags 0x%x offset %llu len %u ro %d", i, nbd_cmd_name(tc->type),
-		    tc->flags, (unsigned long long)tc->offset, tc->len, tc->read_only);
+		cr_assert(eq(int, nbd_request_check(&rq, SZ, nbd_export_flags(tc->read_only), 0),
+		             tc->want),
+		          "case %zu: %s flags 0x%x offset %llu len %u ro %d", i,
+		          nbd_cmd_name(tc->type), tc->flags, (unsigned long long)tc->offset,
+		          tc->len, tc->read_only);
 	}
 }
 
@@ -643,33 +644,54 @@ Test(nbd_proto, request_check_unadvertised)
 	/* A command or flag whose transmission flag was not sent is EINVAL. */
 	struct nbd_request rq = {.type = NBD_CMD_FLUSH};
 
-	cr_assert(eq(int, nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS), -EINVAL));
+	cr_assert(eq(int, nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS, 0), -EINVAL));
 	rq = (struct nbd_request){.type = NBD_CMD_TRIM, .len = 512};
-	cr_assert(eq(int, nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS), -EINVAL));
+	cr_assert(eq(int, nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS, 0), -EINVAL));
 	rq = (struct nbd_request){.type = NBD_CMD_WRITE_ZEROES, .len = 512};
-	cr_assert(eq(int, nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS), -EINVAL));
+	cr_assert(eq(int, nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS, 0), -EINVAL));
 	rq = (struct nbd_request){.type = NBD_CMD_WRITE, .len = 512, .flags = NBD_CMD_FLAG_FUA};
-	cr_assert(eq(int, nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS), -EINVAL));
+	cr_assert(eq(int, nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS, 0), -EINVAL));
 	rq = (struct nbd_request){
 	    .type = NBD_CMD_WRITE_ZEROES, .len = 512, .flags = NBD_CMD_FLAG_FAST_ZERO};
 	cr_assert(eq(int,
-	             nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_WRITE_ZEROES),
+	             nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_WRITE_ZEROES, 0),
 	             -EINVAL));
 	/* DF is valid once advertised. */
 	rq = (struct nbd_request){.type = NBD_CMD_READ, .len = 512, .flags = NBD_CMD_FLAG_DF};
-	cr_assert(eq(int, nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_DF), 0));
+	cr_assert(eq(int, nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_DF, 0), 0));
 	/* CACHE is accepted unadvertised (clients that do this exist). */
 	rq = (struct nbd_request){.type = NBD_CMD_CACHE, .len = 512};
-	cr_assert(eq(int, nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS), 0));
+	cr_assert(eq(int, nbd_request_check(&rq, SZ, NBD_FLAG_HAS_FLAGS, 0), 0));
+}
+
+Test(nbd_proto, request_check_smaller_max_block)
+{
+	/* A group with a small journal advertises a smaller maximum. */
+	const uint16_t tf = nbd_export_flags(false);
+	struct nbd_request rq = {.type = NBD_CMD_WRITE, .len = 8u << 20};
+
+	cr_assert(eq(int, nbd_request_check(&rq, SZ, tf, 8u << 20), 0));
+	rq.len = (8u << 20) + 1;
+	cr_assert(eq(int, nbd_request_check(&rq, SZ, tf, 8u << 20), -EINVAL));
+	rq.type = NBD_CMD_READ;
+	cr_assert(eq(int, nbd_request_check(&rq, SZ, tf, 8u << 20), -EINVAL));
+	rq.type = NBD_CMD_WRITE_ZEROES;
+	cr_assert(eq(int, nbd_request_check(&rq, SZ, tf, 8u << 20), -EINVAL));
+	/* Trims and fast zeroes stay exempt. */
+	rq.type = NBD_CMD_TRIM;
+	cr_assert(eq(int, nbd_request_check(&rq, SZ, tf, 8u << 20), 0));
+	rq.type = NBD_CMD_WRITE_ZEROES;
+	rq.flags = NBD_CMD_FLAG_FAST_ZERO;
+	cr_assert(eq(int, nbd_request_check(&rq, SZ, tf, 8u << 20), 0));
 }
 
 Test(nbd_proto, request_check_empty_export)
 {
 	struct nbd_request rq = {.type = NBD_CMD_READ, .len = 1};
 
-	cr_assert(eq(int, nbd_request_check(&rq, 0, nbd_export_flags(false)), -EINVAL));
+	cr_assert(eq(int, nbd_request_check(&rq, 0, nbd_export_flags(false), 0), -EINVAL));
 	rq.len = 0;
-	cr_assert(eq(int, nbd_request_check(&rq, 0, nbd_export_flags(false)), 0));
+	cr_assert(eq(int, nbd_request_check(&rq, 0, nbd_export_flags(false), 0), 0));
 }
 
 Test(nbd_proto, errno_mapping)
