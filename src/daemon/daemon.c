@@ -442,13 +442,14 @@ static json_t *
 cmd_display(struct daemon *d, json_t *req)
 {
 	const char *name = NULL;
-	json_t *reply, *arr = json_array();
+	json_t *reply, *arr;
 	json_error_t jerr;
 
 	if (json_unpack_ex(req, &jerr, 0, "{s?s}", "name", &name))
 		return reply_error(EINVAL, "display: %s", jerr.text);
 	if (name && !find_group(d, name))
 		return reply_error(ENOENT, "no group '%s'", name);
+	arr = json_array();
 	for (unsigned i = 0; i < d->ngroups; i++) {
 		if (!name || !strcmp(name, d->groups[i]->cfg.name))
 			json_array_append_new(arr, group_to_json(d->groups[i]));

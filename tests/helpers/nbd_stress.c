@@ -245,6 +245,12 @@ do_write(const char *uri, uint64_t seconds, uint64_t seed)
 	printf("nbd_stress: %" PRIu64 " writes, %" PRIu64 " flushes%s\n", writes, flushes,
 	       failed ? ", server went away" : "");
 	nbd_close(h);
+	for (int i = 0; i < QD; i++)
+		free(slots[i].buf);
+	free(acked);
+	free(snapshot);
+	free(busy);
+	free(flushed);
 	return 0;
 }
 
@@ -255,7 +261,7 @@ do_verify(const char *uri)
 	uint8_t *buf = aligned_alloc(BS, BS * 64);
 	uint64_t bad = 0, newer = 0;
 
-	if (!h || nbd_connect_uri(h, uri) < 0) {
+	if (!h || !buf || nbd_connect_uri(h, uri) < 0) {
 		fprintf(stderr, "nbd_stress: connect: %s\n", nbd_get_error());
 		return 2;
 	}
@@ -291,6 +297,8 @@ do_verify(const char *uri)
 		}
 	}
 	nbd_close(h);
+	free(buf);
+	free(flushed);
 	printf("nbd_stress: verified %" PRIu64 " blocks: %" PRIu64 " bad sectors, %" PRIu64
 	       " sectors newer than their last flush\n",
 	       nblocks, bad, newer);

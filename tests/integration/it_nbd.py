@@ -205,9 +205,12 @@ def main():
     alive_check("bad option magic")
 
     s = raw()
-    s.sendall(struct.pack(">I", 1) + struct.pack(">QII", IHAVEOPT, 7, 0xFFFFFFF0))
-    s.sendall(b"x" * 100)
-    assert closed_by_server(s) or True
+    try:
+        s.sendall(struct.pack(">I", 1) + struct.pack(">QII", IHAVEOPT, 7, 0xFFFFFFF0))
+        s.sendall(b"x" * 100)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server may hang up before we finish: that's the point
+    assert closed_by_server(s)
     s.close()
     alive_check("huge option length")
 
@@ -219,7 +222,7 @@ def main():
     ok("unknown option gets NBD_REP_ERR_UNSUP")
 
     s = raw()
-    s.sendall(struct.pack(">I", 1) + struct.pack(">QII", IHAVEOPT, 7, 2) + b"\x00")
+    s.sendall(struct.pack(">I", 1) + struct.pack(">QII", IHAVEOPT, 7, 8) + b"\x00")
     s.close()  # truncated mid-option, then gone
     alive_check("truncated option")
 
