@@ -60,6 +60,7 @@ struct group {
 	struct io_list append_q;  /* GIO_APPEND, FIFO */
 	struct io_list journal_q; /* GIO_DURABLE, seq order */
 	struct io_list done_q;    /* GIO_DONE */
+	struct io_list sync_q;    /* volume I/O done inline, result in req.io_res */
 	unsigned inflight;        /* host requests not yet answered */
 
 	uint64_t durable_seq;
@@ -174,6 +175,37 @@ is_dio_ok(const struct volume *v, uint64_t offset, uint64_t len)
 	return IS_ALIGNED(offset, (uint64_t)v->dio_align) && IS_ALIGNED(len, (uint64_t)v->dio_align);
 }
 
+/*
+ * Page-cache I/O is a memcpy: doing it inline beats a trip through the
+ * engine (io_uring punts buffered writes to worker threads). Reads use
+ * RWF_NOWAIT so a cache miss never blocks the loop; the engine takes those.
+ * The completion still runs from the loop hook, never from the submitter.
+ * Returns false when the request must go through the engine.
+ */
+static bool
+volume_io_inline(struct group *g, struct group_io *io)
+{
+	struct io_req *req = &io->req;
+	struct iovec iov = {.iov_base = req->buf, .iov_len = req->len};
+	ssize_t n;
+
+	if (req->fd != io->vol->fd_buffered && !io->vol->is_buffered)
+		return false;
+	if (req->op == IO_OP_READ) {
+		n = preadv2(req->fd, &iov, 1, (off_t)req->offset, RWF_NOWAIT);
+		if (n != (ssize_t)req->len)
+			return false; /* miss, short or error: the engine retries and reports */
+		req->io_res = (int)n;
+	} else {
+		int r = util_pwrite_full(req->fd, req->buf, req->len, req->offset);
+
+		req->io_res = r < 0 ? r : (int)req->len;
+	}
+	list_push(&g->sync_q, io);
+	loop_wakeup(g->loop);
+	return true;
+}
+
 static void
 volume_start(struct group *g, struct group_io *io)
 {
@@ -216,6 +248,8 @@ volume_start(struct group *g, struct group_io *io)
 	default:
 		JRBD_VERIFY(0);
 	}
+	if (req->op == IO_OP_WRITE && volume_io_inline(g, io))
+		return;
 	io_engine_queue(g->io, req);
 }
 
@@ -552,6 +586,8 @@ group_pump(struct group *g)
 	struct group_io *io;
 	struct journal_stats js;
 
+	while ((io = list_pop(&g->sync_q)))
+		volume_io_done(&io->req, io->req.io_res);
 	process_append_q(g);
 	journal_commit(g->j);
 	/* Hand the batch to the kernel now, whatever order the loop hooks run in. */
@@ -611,7 +647,8 @@ group_io_submit(struct group *g, struct group_io *io)
 		io->req.done = volume_io_done;
 		io->req.arg = io;
 		io->state = GIO_VOLUME;
-		io_engine_queue(g->io, &io->req);
+		if (!volume_io_inline(g, io))
+			io_engine_queue(g->io, &io->req);
 		return;
 	case GROUP_IO_CACHE:
 		posix_fadvise(v->fd_buffered, (off_t)io->offset, (off_t)io->len,
@@ -690,6 +727,7 @@ open_volume(struct volume *v, const struct group_volume_config *vc, bool buffere
 		 * still correct, the journal makes writes durable. */
 		v->fd = dup(v->fd_buffered);
 		v->dio_align = 1;
+		v->is_buffered = true;
 	} else {
 		v->dio_align = util_dio_align(v->fd);
 	}

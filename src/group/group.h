@@ -57,6 +57,7 @@ struct volume {
 	uint32_t dio_align; /* bytes */
 	uint32_t max_request; /* bytes: largest READ/WRITE accepted (NBD maximum block size) */
 	bool is_blockdev;
+	bool is_buffered;   /* fd goes through the page cache (no O_DIRECT) */
 	bool read_only;     /* exported read-only (secondary side) */
 	unsigned nbd_conns; /* NBD connections using this volume */
 	bool zero_fallback; /* fallocate unsupported: zeroes are written */

@@ -88,6 +88,7 @@ struct journal_batch {
 	uint64_t lpos;  /* where it is written (from submit on) */
 	uint64_t order; /* submit order: durability follows it */
 	int res;        /* DONE: the write's result */
+	bool dsync;     /* written with RWF_DSYNC: durable on completion */
 	enum batch_state state;
 };
 
@@ -468,13 +469,17 @@ batch_submit(struct journal *j, struct journal_batch *b, uint64_t lpos, uint32_t
 		/* Without its index entry the tail could skip this batch. */
 		journal_fail(j, -ENOMEM);
 	}
+	/* Alone on an idle journal (QD1, FUA-heavy hosts), one DSYNC write is one
+	 * round trip instead of a write and then an fdatasync. Under load the
+	 * group flush covers many batches with one flush. */
+	b->dsync = j->noutstanding == 1 && !j->flush_inflight && j->written_seq == j->durable_seq;
 	memset(&b->req, 0, sizeof(b->req));
 	b->req.op = IO_OP_WRITE;
 	b->req.fd = j->fd;
 	b->req.buf = b->buf;
 	b->req.len = padded;
 	b->req.offset = journal_phys(&j->sb, lpos);
-	b->req.rw_flags = 0; /* made durable by the group flush */
+	b->req.rw_flags = b->dsync ? RWF_DSYNC : 0; /* else made durable by the group flush */
 	b->req.done = journal_batch_done;
 	b->req.arg = b;
 	io_engine_queue(j->io, &b->req);
@@ -552,13 +557,21 @@ journal_batch_done(struct io_req *req, int res)
 	}
 	/* Retire the completed prefix, oldest first. */
 	while ((b = batch_by_order(j, j->retire_order)) && b->state == BATCH_DONE) {
-		if (!j->failed)
+		if (!j->failed) {
+			/* A DSYNC batch right behind the durable prefix extends it. */
+			if (b->dsync && j->durable_seq == j->written_seq) {
+				j->durable_seq = b->last_seq;
+				advanced = true;
+			}
 			j->written_seq = b->last_seq;
+		}
 		b->state = BATCH_FREE;
 		j->retire_order++;
 		j->noutstanding--;
 		freed = true;
 	}
+	if (advanced)
+		journal_sb_kick(j); /* durable_seq may hold the tail */
 	journal_flush_kick(j);
 	journal_pump(j);
 	journal_notify(j, advanced, freed);
