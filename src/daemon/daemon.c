@@ -295,6 +295,25 @@ cmd_group_create(struct daemon *d, json_t *req)
 		cfg.volumes[i].size = (uint64_t)vsize;
 		cfg.nvolumes++;
 	}
+	/* A file another group of this daemon uses must not be formatted or shared. */
+	for (unsigned gi = 0; gi < d->ngroups; gi++) {
+		const struct group_config *o = &d->groups[gi]->cfg;
+
+		for (unsigned a = 0; a <= cfg.nvolumes; a++) {
+			const char *mine = a < cfg.nvolumes ? cfg.volumes[a].path : cfg.journal_path;
+
+			for (unsigned b = 0; b <= o->nvolumes; b++) {
+				const char *theirs = b < o->nvolumes ? o->volumes[b].path
+								     : o->journal_path;
+
+				if (group_same_file(mine, theirs)) {
+					reply = reply_error(EBUSY, "'%s' is already used by group '%s'",
+							    mine, o->name);
+					goto out;
+				}
+			}
+		}
+	}
 	r = group_create_storage(&cfg, err, sizeof(err));
 	if (r < 0) {
 		reply = reply_error(r, "group '%s': %s", name, err);

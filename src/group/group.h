@@ -157,5 +157,7 @@ const struct group_config *group_get_config(const struct group *g);
 int group_config_save(const struct group_config *cfg, const char *dir);
 int group_config_load(const char *file, struct group_config *ret, char *err, size_t errlen);
 void group_config_fini(struct group_config *cfg);
+/* Same path, or the same inode. */
+bool group_same_file(const char *a, const char *b);
 
 #endif

@@ -186,9 +186,9 @@ has_content(const struct stat *st)
 	return !S_ISREG(st->st_mode) || st->st_size > 0;
 }
 
-/* True when path holds a jrbd journal. */
+/* True when path holds a jrbd journal; its group name goes to ret_group. */
 static bool
-is_journal(const char *path)
+is_journal(const char *path, char *ret_group, size_t len)
 {
 	uint8_t *buf = malloc(2 * JOURNAL_SB_SIZE);
 	struct journal_sb sb;
@@ -204,12 +204,14 @@ is_journal(const char *path)
 		      journal_sb_pick(buf, &sb, &slot) == 0;
 		close(fd);
 	}
+	if (yes)
+		snprintf(ret_group, len, "%s", sb.group);
 	free(buf);
 	return yes;
 }
 
-static bool
-same_file(const char *a, const char *b)
+bool
+group_same_file(const char *a, const char *b)
 {
 	struct stat sa, sb;
 
@@ -234,13 +236,13 @@ group_create_storage(const struct group_config *cfg, char *err, size_t errlen)
 		const struct group_volume_config *vc = &cfg->volumes[i];
 
 		names[i] = vc->name;
-		if (same_file(vc->path, cfg->journal_path)) {
+		if (group_same_file(vc->path, cfg->journal_path)) {
 			snprintf(err, errlen, "volume '%s' and the journal are the same file '%s'",
 				 vc->name, vc->path);
 			return -EINVAL;
 		}
 		for (unsigned k = 0; k < i; k++) {
-			if (same_file(vc->path, cfg->volumes[k].path)) {
+			if (group_same_file(vc->path, cfg->volumes[k].path)) {
 				snprintf(err, errlen, "volumes '%s' and '%s' are the same file '%s'",
 					 cfg->volumes[k].name, vc->name, vc->path);
 				return -EINVAL;
@@ -281,11 +283,22 @@ group_create_storage(const struct group_config *cfg, char *err, size_t errlen)
 			return -ENOENT;
 		}
 	}
-	if (stat(cfg->journal_path, &st) == 0 && has_content(&st) && S_ISREG(st.st_mode) &&
-	    !is_journal(cfg->journal_path)) {
-		snprintf(err, errlen, "journal '%s' exists and is not a jrbd journal; refusing to "
-			 "overwrite it", cfg->journal_path);
-		return -EEXIST;
+	if (stat(cfg->journal_path, &st) == 0 && has_content(&st)) {
+		char owner[JOURNAL_GROUPNAME_LEN] = "";
+		bool journal = is_journal(cfg->journal_path, owner, sizeof(owner));
+
+		if (S_ISREG(st.st_mode) && !journal) {
+			snprintf(err, errlen, "journal '%s' exists and is not a jrbd journal; "
+				 "refusing to overwrite it", cfg->journal_path);
+			return -EEXIST;
+		}
+		if (journal && strcmp(owner, cfg->name)) {
+			/* Somebody's records may still be in there. */
+			snprintf(err, errlen, "journal '%s' belongs to group '%s'; refusing to "
+				 "overwrite it (jrbd journal format reformats it)",
+				 cfg->journal_path, owner);
+			return -EEXIST;
+		}
 	}
 	if (cfg->journal_size && cfg->journal_size < JOURNAL_MIN_SIZE) {
 		snprintf(err, errlen, "journal size %llu is below the minimum of %llu bytes",

@@ -46,6 +46,10 @@ expect_fail 1 "$JRBD" group create "bad/name" --journal "$A/j2.img" --volume v="
 echo "not a journal" >"$A/notj.img"
 expect_fail 1 "$JRBD" group create g2 --journal "$A/notj.img" --volume v="$A/v.img":1M
 grep -q "not a jrbd journal" "$T/err" || fail "overwrite guard: $(cat "$T/err")"
+expect_fail 1 "$JRBD" group create g2 --journal "$A/j.img" --volume v="$A/v.img":1M
+grep -q "already used by group 'g1'" "$T/err" || fail "journal in use: $(cat "$T/err")"
+expect_fail 1 "$JRBD" group create g2 --journal "$A/j2.img" --journal-size 32M --volume v="$A/logs.img"
+grep -q "already used by group 'g1'" "$T/err" || fail "volume in use: $(cat "$T/err")"
 [ ! -e "$A/v.img" ] || fail "a failed create left a volume file behind"
 [ ! -e "$A/missing.img" ] || fail "a failed create left a volume file behind"
 ok "group create errors are clear and change nothing"
@@ -79,6 +83,9 @@ truncate -s 8M "$A/existing.img"
 import json,sys; d=json.load(sys.stdin); assert d["groups"][0]["volumes"][0]["size"]==8<<20'
 "$JRBD" group delete g3 >/dev/null
 expect_fail 1 "$JRBD" pair display g3
+# Its journal still names g3: another group may not take it over silently.
+expect_fail 1 "$JRBD" group create g4 --journal "$A/j3.img" --volume ex4="$A/ex4.img":1M
+grep -q "belongs to group 'g3'" "$T/err" || fail "foreign journal: $(cat "$T/err")"
 [ -e "$A/existing.img" ] && [ -e "$A/j3.img" ] || fail "delete removed files"
 ok "existing files used as they are; delete keeps files"
 
