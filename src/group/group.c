@@ -168,6 +168,8 @@ volume_write_zeroes_slow(struct volume *v, uint64_t offset, uint64_t len)
 }
 
 static void volume_io_done(struct io_req *req, int res);
+static bool volume_io_inline(struct group *g, struct group_io *io);
+static void retry_waiting_reads(struct group *g, struct volume *v);
 
 static bool
 is_dio_ok(const struct volume *v, uint64_t offset, uint64_t len)
@@ -263,6 +265,60 @@ volume_start_ready(struct group *g, struct volume *v)
 		volume_start(g, container_of(e, struct group_io, range));
 }
 
+/* A read must not overtake a write it overlaps that may already be
+ * acknowledged, or it could return data older than what the host was told
+ * is written. */
+static bool
+read_overlaps_write(const struct volume *v, const struct group_io *io)
+{
+	for (const struct range_entry *e = v->order.head; e; e = e->next) {
+		if (ranges_overlap(e->offset, e->len, io->offset, io->len))
+			return true;
+	}
+	return false;
+}
+
+static void
+read_start(struct group *g, struct group_io *io)
+{
+	struct volume *v = io->vol;
+
+	memset(&io->req, 0, sizeof(io->req));
+	io->req.op = IO_OP_READ;
+	io->req.fd = is_dio_ok(v, io->offset, io->len) ? v->fd : v->fd_buffered;
+	io->req.buf = io->buf;
+	io->req.len = io->len;
+	io->req.offset = io->offset;
+	io->req.done = volume_io_done;
+	io->req.arg = io;
+	io->state = GIO_VOLUME;
+	if (g->failed) {
+		/* The volume may lag acknowledged writes that failed to land. */
+		io_finish(g, io, -EIO);
+		return;
+	}
+	if (!volume_io_inline(g, io))
+		io_engine_queue(g->io, &io->req);
+}
+
+static void
+retry_waiting_reads(struct group *g, struct volume *v)
+{
+	struct group_io *waiting = v->read_wait, *io;
+
+	v->read_wait = NULL;
+	while ((io = waiting)) {
+		waiting = io->g_next;
+		io->g_next = NULL;
+		if (read_overlaps_write(v, io)) {
+			io->g_next = v->read_wait;
+			v->read_wait = io;
+		} else {
+			read_start(g, io);
+		}
+	}
+}
+
 static void
 volume_io_done(struct io_req *req, int res)
 {
@@ -283,6 +339,7 @@ volume_io_done(struct io_req *req, int res)
 		res = volume_write_zeroes_slow(v, io->offset, io->len);
 	}
 	range_order_remove(&v->order, &io->range);
+	retry_waiting_reads(g, v);
 	if (res < 0) {
 		/* The journal holds the record, but the volume didn't take it: the
 		 * volume now lags the journal; stop accepting writes. */
@@ -396,6 +453,13 @@ on_journal_durable(void *arg, uint64_t durable_seq)
 		list_pop(&g->journal_q);
 		io->state = GIO_ORDER;
 		io->range.ready = true;
+		if (io->release && !g->failed) {
+			/* Durable in the journal: redo would restore it, so the host
+			 * may have its answer now; reads of the range wait for the
+			 * volume write (read_overlaps_write). */
+			io->acked = true;
+			io->done(io, 0);
+		}
 		if (range_order_can_start(&io->vol->order, &io->range))
 			volume_start(g, io);
 	}
@@ -422,6 +486,8 @@ on_journal_error(void *arg, int err)
 		range_order_remove(&io->vol->order, &io->range);
 		io_finish(g, io, -EIO);
 	}
+	for (unsigned i = 0; i < g->nvols; i++)
+		retry_waiting_reads(g, &g->vols[i]);
 	loop_wakeup(g->loop);
 }
 
@@ -598,7 +664,10 @@ group_pump(struct group *g)
 		checkpoint_start(g);
 	while ((io = list_pop(&g->done_q))) {
 		g->inflight--;
-		io->done(io, io->res);
+		if (!io->acked)
+			io->done(io, io->res);
+		if (io->release)
+			io->release(io, io->res);
 	}
 }
 
@@ -618,6 +687,8 @@ group_io_submit(struct group *g, struct group_io *io)
 
 	io->g = g;
 	io->res = 0;
+	io->acked = false;
+	io->g_next = NULL;
 	io->first_seq = io->last_seq = 0;
 	io->appended = 0;
 	io->state = GIO_NEW;
@@ -638,17 +709,13 @@ group_io_submit(struct group *g, struct group_io *io)
 	case GROUP_IO_READ:
 		g->stats.reads++;
 		g->stats.bytes_read += io->len;
-		memset(&io->req, 0, sizeof(io->req));
-		io->req.op = IO_OP_READ;
-		io->req.fd = is_dio_ok(v, io->offset, io->len) ? v->fd : v->fd_buffered;
-		io->req.buf = io->buf;
-		io->req.len = io->len;
-		io->req.offset = io->offset;
-		io->req.done = volume_io_done;
-		io->req.arg = io;
-		io->state = GIO_VOLUME;
-		if (!volume_io_inline(g, io))
-			io_engine_queue(g->io, &io->req);
+		if (read_overlaps_write(v, io)) {
+			io->state = GIO_ORDER;
+			io->g_next = v->read_wait;
+			v->read_wait = io;
+			return;
+		}
+		read_start(g, io);
 		return;
 	case GROUP_IO_CACHE:
 		posix_fadvise(v->fd_buffered, (off_t)io->offset, (off_t)io->len,

@@ -62,6 +62,7 @@ struct volume {
 	unsigned nbd_conns; /* NBD connections using this volume */
 	bool zero_fallback; /* fallocate unsupported: zeroes are written */
 	struct range_order order; /* in-flight writes, by seq */
+	struct group_io *read_wait; /* reads waiting for overlapping writes to land */
 	struct group *group;
 };
 
@@ -73,8 +74,15 @@ struct group_io;
 typedef void group_io_done_fn(struct group_io *io, int res);
 
 /*
- * One host request. Caller-owned; stays valid until done runs. done is never
- * called from inside group_io_submit(); res is 0 or -errno.
+ * One host request. Caller-owned; stays valid until done runs - or, when
+ * release is set, until release runs. Neither is called from inside
+ * group_io_submit(); res is 0 or -errno.
+ *
+ * With release set, a WRITE/TRIM/ZERO is answered (done) as soon as its
+ * journal records are durable - the data volume write then happens in the
+ * background, and reads of that range wait for it - and release follows once
+ * the group no longer uses buf. Without it, done comes after the volume write.
+ * release always comes after done, exactly once, for every op.
  */
 struct group_io {
 	enum group_io_op op;
@@ -84,6 +92,7 @@ struct group_io {
 	uint32_t len;       /* bytes (not used by FLUSH) */
 	void *buf;          /* READ/WRITE: len bytes, aligned to 4096 */
 	group_io_done_fn *done;
+	group_io_done_fn *release; /* optional, see above */
 	void *arg;
 
 	/* Private to the group. */
@@ -94,6 +103,7 @@ struct group_io {
 	uint32_t appended;         /* bytes of payload already journaled */
 	int res;
 	int state;                 /* enum group_io_state in group.c */
+	bool acked;                /* done already ran (early acknowledgement) */
 	struct range_entry range;  /* place in the volume's write order */
 	struct io_req req;         /* the data-volume I/O */
 };

@@ -131,6 +131,8 @@ struct nbd_req {
 	size_t buf_cap;
 	uint64_t charged;  /* bytes counted in conn->inflight_bytes */
 	bool in_group;     /* submitted, done not yet run */
+	bool held;         /* answered, but the group still uses buf until release */
+	bool put_pending;  /* finished while held: req_put() once released */
 	uint32_t hdr_len;  /* reply header bytes in hdr */
 	uint32_t data_len; /* reply payload bytes (READ data from buf) */
 	uint8_t hdr[32];   /* encoded reply header */
@@ -328,6 +330,8 @@ req_get(struct nbd_conn *c)
 	q->error = 0;
 	q->charged = 0;
 	q->in_group = false;
+	q->held = false;
+	q->put_pending = false;
 	q->hdr_len = 0;
 	q->data_len = 0;
 	c->inflight++;
@@ -357,6 +361,11 @@ req_buf(struct nbd_conn *c, struct nbd_req *q, uint32_t len)
 static void
 req_put(struct nbd_conn *c, struct nbd_req *q)
 {
+	if (q->held) {
+		/* Answered early; its buffer is still on its way to the volume. */
+		q->put_pending = true;
+		return;
+	}
 	c->inflight--;
 	c->inflight_bytes -= q->charged;
 	q->charged = 0;
@@ -417,7 +426,11 @@ req_done(struct group_io *io, int res)
 	struct nbd_conn *c = q->conn;
 
 	q->in_group = false;
-	c->in_group--;
+	/* With release set, the group keeps the request (and its count in
+	 * in_group) until req_release. */
+	q->held = io->release != NULL;
+	if (!q->held)
+		c->in_group--;
 	if (c->fd < 0) {
 		/* Nobody to answer: the buffer is ours again, drop it. */
 		req_put(c, q);
@@ -436,6 +449,29 @@ req_done(struct group_io *io, int res)
 		         (unsigned long long)q->offset, q->len, err_str(res));
 	}
 	req_reply(c, q);
+}
+
+/* The group is done with a request it answered early (writes). */
+static void
+req_release(struct group_io *io, int res)
+{
+	struct nbd_req *q = container_of(io, struct nbd_req, io);
+	struct nbd_conn *c = q->conn;
+
+	(void)res;
+	q->held = false;
+	c->in_group--;
+	if (q->put_pending) {
+		q->put_pending = false;
+		req_put(c, q);
+	}
+	if (!c->srv) {
+		/* Orphaned by nbd_server_free(): the last completion frees it. */
+		if (!c->in_group)
+			conn_free(c);
+		return;
+	}
+	conn_mark_dirty(c);
 }
 
 static void
@@ -481,6 +517,12 @@ req_submit(struct nbd_conn *c, struct nbd_req *q)
 	io->len = q->len;
 	io->buf = (q->type == NBD_CMD_READ || q->type == NBD_CMD_WRITE) ? q->buf : NULL;
 	io->done = req_done;
+	/* Writes are answered once durable in the journal, before the volume
+	 * write lands (req_release frees them). */
+	io->release = (q->type == NBD_CMD_WRITE || q->type == NBD_CMD_TRIM ||
+	               q->type == NBD_CMD_WRITE_ZEROES)
+	                  ? req_release
+	                  : NULL;
 	io->arg = q;
 	q->in_group = true;
 	c->in_group++;

@@ -5,8 +5,9 @@
  * io_fault_crash() drops, keeps or tears (sector-granular) each pending write
  * in random order, and the child dies without any cleanup. The parent then
  * recovers the group with a real engine and checks:
- *   - every acknowledged write is there (acks happen only once the journal
- *     record is durable, so even unflushed acknowledged writes survive);
+ *   - every acknowledged write is there (acks happen once the journal record
+ *     is durable, before the volume write, so even unflushed acknowledged
+ *     writes survive - through redo);
  *   - every sector holds a valid pattern: a torn record was never replayed;
  *   - a second recovery changes nothing (redo is idempotent).
  */
@@ -91,6 +92,8 @@ struct slot {
 static bool block_busy[NVOLS][NBLOCKS];
 static int inflight;
 
+/* The acknowledgement: with release set, writes are acknowledged as soon as
+ * their records are durable, before the volume write. */
 static void
 slot_done(struct group_io *io, int res)
 {
@@ -98,6 +101,14 @@ slot_done(struct group_io *io, int res)
 
 	if (res == 0 && io->op == GROUP_IO_WRITE && s->gen > s->sh->acked[s->vol][s->block])
 		s->sh->acked[s->vol][s->block] = s->gen;
+}
+
+static void
+slot_release(struct group_io *io, int res)
+{
+	struct slot *s = io->arg;
+
+	(void)res;
 	block_busy[s->vol][s->block] = false;
 	s->busy = false;
 	inflight--;
@@ -145,6 +156,7 @@ child_run(const char *dir, struct shared *sh, uint64_t seed, unsigned crash_at)
 			s->io.len = BS;
 			s->io.flags = 0;
 			s->io.done = slot_done;
+			s->io.release = slot_release;
 			s->io.arg = s;
 			if (rand() % 16 == 0) {
 				/* A flush now and then: a no-op for durability, but it

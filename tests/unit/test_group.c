@@ -137,6 +137,54 @@ Test(group, overlapping_writes_land_in_submission_order)
 	free(bufs);
 }
 
+/* An early-acknowledged write: a read submitted the moment the host has its
+ * answer must see the new data, although the volume write is still to come. */
+static struct req early_read;
+static uint8_t *early_buf;
+
+static void
+early_done(struct group_io *gio, int res)
+{
+	req_done(gio, res);
+	submit(&early_read, GROUP_IO_READ, 0, 8192, 4096, early_buf, 0);
+}
+
+static void
+early_release(struct group_io *gio, int res)
+{
+	(void)gio;
+	(void)res;
+	completed++;
+}
+
+Test(group, read_after_early_ack_sees_the_write)
+{
+	struct req w;
+	uint8_t *buf = util_aligned_alloc(4096, 4096);
+
+	early_buf = util_aligned_alloc(4096, 4096);
+	memset(buf, 0x42, 4096);
+	memset(early_buf, 0, 4096);
+	memset(&w, 0, sizeof(w));
+	w.io.op = GROUP_IO_WRITE;
+	w.io.vol = group_volume(g, 0);
+	w.io.offset = 8192;
+	w.io.len = 4096;
+	w.io.buf = buf;
+	w.io.done = early_done;
+	w.io.release = early_release;
+	w.io.arg = &w;
+	group_io_submit(g, &w.io);
+	run_until(3); /* write done, write release, read done */
+	cr_assert(eq(int, w.res, 0));
+	cr_assert(early_read.done);
+	cr_assert(eq(int, early_read.res, 0));
+	for (int i = 0; i < 4096; i++)
+		cr_assert(eq(u8, early_buf[i], 0x42), "byte %d", i);
+	free(buf);
+	free(early_buf);
+}
+
 Test(group, trim_and_zero_read_back_as_zero)
 {
 	struct req r[4];
