@@ -603,6 +603,17 @@ ctl_conn_event(struct loop *loop, int fd, uint32_t events, void *arg)
 		return;
 	}
 	json_decref(reply);
+	/* Replies are small: usually one write sends it all. Sending now also
+	 * answers 'shutdown' before the loop stops. */
+	{
+		ssize_t n = write(fd, c->out, c->outlen);
+
+		if (n == (ssize_t)c->outlen || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+			ctl_conn_free(d, c);
+			return;
+		}
+		c->outoff = n > 0 ? (size_t)n : 0;
+	}
 	loop_mod_fd(d->loop, &c->h, EPOLLOUT);
 }
 

@@ -5,11 +5,13 @@
  *
  *   GIO_APPEND   waiting in append_q for journal space; records appended in
  *                FIFO order, so seq order == arrival order
- *   GIO_DURABLE  in journal_q until the journal's durable_seq covers last_seq
+ *   GIO_DURABLE  in journal_q until the journal's durable_seq covers last_seq;
+ *                then, with release set, the host is answered (acked)
  *   GIO_ORDER    in the volume's range_order, waiting for earlier overlapping
- *                writes to finish
+ *                writes to finish (reads overlapping it wait in read_wait)
  *   GIO_VOLUME   its data-volume write/fallocate is in flight
- *   GIO_DONE     in done_q; the host callback runs from the loop hook
+ *   GIO_DONE     in done_q; done (unless acked) and release run from the
+ *                loop hook
  *
  * The checkpoint (a timer, or journal pressure) fdatasyncs every volume and
  * then tells the journal that records below the oldest write still in flight

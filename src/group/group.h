@@ -5,15 +5,16 @@
  * Write path (one struct group_io per host request):
  *   1. the request gets journal records (one per JOURNAL_MAX_PAYLOAD bytes),
  *      appended to the open batch - the group-commit point;
- *   2. when journal durable_seq covers its last record, it waits until no
- *      earlier-sequence write still in flight overlaps it (range order), then
- *      its data-volume write is submitted;
- *   3. when that completes, the host is answered.
- * Because journal batches are written with RWF_DSYNC, an acknowledged write
- * is already durable (journal redo recovers the data volume), so FUA needs no
- * extra I/O and FLUSH only waits for writes acknowledged before it... which
- * are durable already; a periodic checkpoint fdatasyncs the data volumes and
- * lets the journal release space.
+ *   2. once the journal's durable_seq covers its last record, the host may be
+ *      answered (when the caller set group_io.release): redo would restore
+ *      the write after any crash;
+ *   3. it waits until no earlier-sequence write still in flight overlaps it
+ *      (range order), then its data-volume write is submitted; reads of the
+ *      range wait for it;
+ *   4. when that completes, the caller gets release (or done, without it).
+ * So FUA needs no extra I/O and FLUSH has nothing left to do: every
+ * acknowledged write is already durable. A periodic checkpoint fdatasyncs the
+ * data volumes and lets the journal release space.
  *
  * Threading: a group lives on the loop thread that owns its io_engine.
  */

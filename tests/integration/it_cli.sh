@@ -92,4 +92,11 @@ ok "existing files used as they are; delete keeps files"
 "$JRBD" journal dump "$A/j.img" >"$T/dump.txt" || fail "journal dump of a live journal"
 grep -q "g1" "$T/dump.txt" || fail "journal dump lacks the group name"
 stop_daemon "$DPID"
-ok "clean shutdown"
+ok "clean shutdown on SIGTERM"
+
+start_daemon "$A"
+"$JRBD" shutdown || fail "jrbd shutdown did not get its answer"
+for _ in $(seq 1 100); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$DPID" 2>/dev/null && fail "daemon still running after jrbd shutdown"
+wait "$DPID" || fail "daemon exited non-zero after jrbd shutdown"
+ok "jrbd shutdown stops the daemon and is answered"
