@@ -100,3 +100,28 @@ for _ in $(seq 1 100); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$DPID" 2>/dev/null && fail "daemon still running after jrbd shutdown"
 wait "$DPID" || fail "daemon exited non-zero after jrbd shutdown"
 ok "jrbd shutdown stops the daemon and is answered"
+
+# A group whose volume went missing: the daemon still starts, serves the other
+# groups and shows why this one is down; it comes back once the file does.
+mv "$A/logs.img" "$A/logs.moved"
+start_daemon "$A"
+"$JRBD" pair display g1 --json | python3 -c '
+import json,sys; g=json.load(sys.stdin)["groups"][0]
+assert g["failed"] and "logs" in g["error"], g'
+"$JRBD" pair display g1 | grep -q "error: .*logs" || fail "human display lacks the error"
+stop_daemon "$DPID"
+mv "$A/logs.moved" "$A/logs.img"
+start_daemon "$A"
+"$JRBD" pair display g1 --json | python3 -c '
+import json,sys; g=json.load(sys.stdin)["groups"][0]; assert not g["failed"], g'
+ok "a group with a missing volume is reported, not fatal, and recovers"
+
+# An NBD address another daemon holds: clear error, non-zero exit.
+B=$T/site-b
+mkdir -p "$B"
+rc=0
+"$JRBD" daemon --dir "$B" --io-engine "$ENGINE" --nbd "unix:$A/nbd.sock" >"$T/b.log" 2>&1 || rc=$?
+[ $rc -ne 0 ] || fail "a daemon started on a socket already in use"
+grep -q "cannot listen on 'unix:$A/nbd.sock'" "$T/b.log" || { cat "$T/b.log"; fail "unclear listen error"; }
+stop_daemon "$DPID"
+ok "NBD address in use: clear error"
