@@ -203,6 +203,12 @@ volume_io_inline(struct group *g, struct group_io *io)
 	} else {
 		int r = util_pwrite_full(req->fd, req->buf, req->len, req->offset);
 
+		/* Start writeback now rather than letting a checkpoint's fdatasync
+		 * flush seconds of dirty pages at once and stall the journal's
+		 * flushes behind it. Asynchronous: it only queues the pages. */
+		if (r == 0 && io->vol->is_buffered)
+			sync_file_range(req->fd, (off_t)req->offset, (off_t)req->len,
+					SYNC_FILE_RANGE_WRITE);
 		req->io_res = r < 0 ? r : (int)req->len;
 	}
 	list_push(&g->sync_q, io);
