@@ -12,7 +12,9 @@
 struct loop {
 	int epfd;
 	bool stopped;
-	bool woken; /* skip the next sleep */
+	bool woken;      /* skip the next sleep */
+	bool dispatching; /* inside the event loop of loop_run_once */
+	bool batch_stale; /* a handle was removed: the rest of the batch may point at freed memory */
 	struct loop_hook *hooks;
 };
 
@@ -77,6 +79,12 @@ loop_del_fd(struct loop *loop, struct loop_handle *h)
 	if (h->fd >= 0)
 		epoll_ctl(loop->epfd, EPOLL_CTL_DEL, h->fd, NULL);
 	h->fd = -1;
+	/* The handle's owner may free it right after this; events already
+	 * fetched for it must not be dispatched. Dropping the rest of the batch
+	 * is safe because everything is level-triggered: pending events are
+	 * reported again by the next epoll_wait. */
+	if (loop->dispatching)
+		loop->batch_stale = true;
 }
 
 static void
@@ -178,18 +186,21 @@ loop_run_once(struct loop *loop, int timeout_ms)
 		if (!loop->woken)
 			break;
 	}
-	if (loop->woken || loop->stopped)
+	if (loop->woken)
 		timeout_ms = 0;
 	loop->woken = false;
 	n = epoll_wait(loop->epfd, evs, LOOP_MAX_EVENTS, timeout_ms);
 	if (n < 0)
 		return errno == EINTR ? 0 : -errno;
-	for (int i = 0; i < n; i++) {
+	loop->dispatching = true;
+	loop->batch_stale = false;
+	for (int i = 0; i < n && !loop->batch_stale; i++) {
 		struct loop_handle *h = evs[i].data.ptr;
 
 		if (h->fd >= 0)
 			h->fn(loop, h->fd, evs[i].events, h->arg);
 	}
+	loop->dispatching = false;
 	return n;
 }
 

@@ -42,7 +42,9 @@ struct loop_hook {
 int loop_new(struct loop **ret);
 void loop_free(struct loop *loop); /* NULL is a no-op */
 
-/* events: EPOLLIN/EPOLLOUT/...; level-triggered. */
+/* events: EPOLLIN/EPOLLOUT/...; level-triggered (never EPOLLET: after a
+ * loop_del_fd() the rest of an epoll batch is dropped and relies on the
+ * events being reported again). */
 int loop_add_fd(struct loop *loop, struct loop_handle *h, int fd, uint32_t events, loop_fd_fn *fn,
 		void *arg);
 int loop_mod_fd(struct loop *loop, struct loop_handle *h, uint32_t events);

@@ -257,6 +257,8 @@ cmd_group_create(struct daemon *d, json_t *req)
 	if (!cfg.journal_size && access(journal, F_OK) < 0)
 		cfg.journal_size = DEFAULT_JOURNAL_SIZE;
 	cfg.journal_path = strdup(journal);
+	if (!cfg.journal_path)
+		return reply_error(ENOMEM, "out of memory");
 	json_array_foreach(vols, i, v)
 	{
 		const char *vname, *vpath;
@@ -294,6 +296,10 @@ cmd_group_create(struct daemon *d, json_t *req)
 		cfg.volumes[i].path = strdup(vpath);
 		cfg.volumes[i].size = (uint64_t)vsize;
 		cfg.nvolumes++;
+		if (!cfg.volumes[i].path) {
+			reply = reply_error(ENOMEM, "out of memory");
+			goto out;
+		}
 	}
 	/* A file another group of this daemon uses must not be formatted or shared. */
 	for (unsigned gi = 0; gi < d->ngroups; gi++) {
@@ -381,12 +387,12 @@ cmd_group_delete(struct daemon *d, json_t *req)
 					   "disconnect them or use --force", name, v->name,
 					   v->nbd_conns);
 	}
-	for (unsigned k = 0; dg->g && k < group_nvolumes(dg->g); k++)
-		nbd_server_drop_volume(d->nbd, group_volume(dg->g, k));
 	snprintf(path, sizeof(path), "%s/%s.json", d->groups_dir, name);
 	if (unlink(path) < 0 && errno != ENOENT)
 		return reply_error(errno, "group '%s': cannot remove '%s': %s", name, path,
 				   strerror(errno));
+	for (unsigned k = 0; dg->g && k < group_nvolumes(dg->g); k++)
+		nbd_server_drop_volume(d->nbd, group_volume(dg->g, k));
 	for (unsigned i = 0; i < d->ngroups; i++) {
 		if (d->groups[i] == dg) {
 			d->groups[i] = d->groups[--d->ngroups];

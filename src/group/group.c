@@ -279,7 +279,10 @@ volume_start_ready(struct group *g, struct volume *v)
 static bool
 read_overlaps_write(const struct volume *v, const struct group_io *io)
 {
-	for (const struct range_entry *e = v->order.head; e; e = e->next) {
+	/* Only writes that came before the read (io->last_seq: the newest seq
+	 * when it arrived), so a stream of rewrites can't starve it. */
+	for (const struct range_entry *e = v->order.head; e && e->seq <= io->last_seq;
+	     e = e->next) {
 		if (ranges_overlap(e->offset, e->len, io->offset, io->len))
 			return true;
 	}
@@ -717,6 +720,7 @@ group_io_submit(struct group *g, struct group_io *io)
 	case GROUP_IO_READ:
 		g->stats.reads++;
 		g->stats.bytes_read += io->len;
+		io->last_seq = g->stats.last_seq;
 		if (read_overlaps_write(v, io)) {
 			io->state = GIO_ORDER;
 			io->g_next = v->read_wait;
@@ -731,8 +735,9 @@ group_io_submit(struct group *g, struct group_io *io)
 		io_finish(g, io, 0);
 		return;
 	case GROUP_IO_FLUSH:
-		/* Every acknowledged write is already durable in the journal (batches
-		 * are written with RWF_DSYNC) and redo restores the volumes from it. */
+		/* Every acknowledged write is already durable in the journal (the
+		 * group flush ran before it was answered) and redo restores the
+		 * volumes from it. */
 		g->stats.flushes++;
 		io_finish(g, io, g->failed ? -EIO : 0);
 		return;

@@ -210,6 +210,48 @@ is_journal(const char *path, char *ret_group, size_t len)
 	return yes;
 }
 
+static int
+file_read(void *arg, void *buf, size_t len, uint64_t offset)
+{
+	return util_pread_full(*(int *)arg, buf, len, offset);
+}
+
+/* Records at or after the checkpoint of the journal at path: writes that may
+ * not be in the volumes yet. -errno when it can't be scanned. */
+static int64_t
+journal_unapplied(const char *path)
+{
+	uint8_t buf[2 * JOURNAL_SB_SIZE];
+	struct journal_sb sb;
+	struct journal_scan scan;
+	struct journal_rec rec;
+	const void *payload;
+	uint64_t lpos;
+	unsigned slot;
+	int64_t n = 0;
+	int fd, r;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	r = util_pread_full(fd, buf, sizeof(buf), 0);
+	if (r == 0)
+		r = journal_sb_pick(buf, &sb, &slot);
+	if (r == 0)
+		r = journal_scan_init(&scan, &sb, file_read, &fd);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	while ((r = journal_scan_next(&scan, &rec, &payload, &lpos)) == 1) {
+		if (rec.seq >= sb.ckpt_seq && rec.kind != JOURNAL_REC_MARKER)
+			n++;
+	}
+	journal_scan_fini(&scan);
+	close(fd);
+	return r < 0 ? r : n;
+}
+
 bool
 group_same_file(const char *a, const char *b)
 {
@@ -226,6 +268,7 @@ int
 group_create_storage(const struct group_config *cfg, char *err, size_t errlen)
 {
 	bool created[JOURNAL_MAX_VOLUMES] = {false};
+	bool existed_empty[JOURNAL_MAX_VOLUMES] = {false};
 	const char *names[JOURNAL_MAX_VOLUMES];
 	struct journal_format_opts fo = {0};
 	struct stat st;
@@ -292,6 +335,25 @@ group_create_storage(const struct group_config *cfg, char *err, size_t errlen)
 				 "refusing to overwrite it", cfg->journal_path);
 			return -EEXIST;
 		}
+		if (journal && !strcmp(owner, cfg->name)) {
+			int64_t n = journal_unapplied(cfg->journal_path);
+
+			/* Reformatting would drop acknowledged writes the volumes lack. */
+			if (n != 0) {
+				if (n > 0)
+					snprintf(err, errlen,
+						 "journal '%s' holds %lld records of group '%s' that "
+						 "may not be in its volumes yet; recover them first "
+						 "(restore the group's configuration and start the "
+						 "daemon) or discard them with jrbd journal format",
+						 cfg->journal_path, (long long)n, owner);
+				else
+					snprintf(err, errlen, "journal '%s' of group '%s' cannot be "
+						 "scanned: %s", cfg->journal_path, owner,
+						 strerror((int)-n));
+				return -EEXIST;
+			}
+		}
 		if (journal && strcmp(owner, cfg->name)) {
 			/* Somebody's records may still be in there. */
 			snprintf(err, errlen, "journal '%s' belongs to group '%s'; refusing to "
@@ -311,8 +373,12 @@ group_create_storage(const struct group_config *cfg, char *err, size_t errlen)
 		const struct group_volume_config *vc = &cfg->volumes[i];
 		int fd;
 
-		if (stat(vc->path, &st) == 0 && !(S_ISREG(st.st_mode) && st.st_size == 0))
-			continue;
+		if (stat(vc->path, &st) == 0) {
+			if (!(S_ISREG(st.st_mode) && st.st_size == 0))
+				continue;
+			/* An existing empty file is the user's: undo truncates it back. */
+			existed_empty[i] = true;
+		}
 		fd = open(vc->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 		if (fd < 0) {
 			r = -errno;
@@ -344,7 +410,10 @@ group_create_storage(const struct group_config *cfg, char *err, size_t errlen)
 	return 0;
 undo:
 	for (unsigned i = 0; i < cfg->nvolumes; i++) {
-		if (created[i])
+		if (created[i] && existed_empty[i]) {
+			if (truncate(cfg->volumes[i].path, 0) < 0)
+				log_debug("undo: truncate '%s': %m", cfg->volumes[i].path);
+		} else if (created[i])
 			unlink(cfg->volumes[i].path);
 	}
 	return r;

@@ -253,14 +253,15 @@ journal_fail(struct journal *j, int err)
 static void
 journal_notify(struct journal *j, bool durable_advanced, bool space_freed)
 {
+	/* Durable records first: a failure right behind them doesn't undo them. */
+	if (durable_advanced && j->ops->on_durable)
+		j->ops->on_durable(j->arg, j->durable_seq);
 	if (j->failed && !j->error_reported) {
 		j->error_reported = true;
 		if (j->ops->on_error)
 			j->ops->on_error(j->arg, j->error);
 		return;
 	}
-	if (durable_advanced && j->ops->on_durable)
-		j->ops->on_durable(j->arg, j->durable_seq);
 	if (space_freed && j->want_space && !j->closing) {
 		j->want_space = false;
 		if (j->ops->on_space)
@@ -768,16 +769,18 @@ journal_open(const char *path, struct io_engine *io, const struct journal_ops *o
 	}
 	j->ckpt_req = j->sb.ckpt_seq;
 
-	r = journal_recover(j, path);
-	if (r < 0)
-		goto err;
-
-	/* What recovery read may sit in a volatile device cache if the last
-	 * writer died mid-batch; make it durable before calling it durable. */
+	/* What recovery is about to read may sit in a volatile device cache if
+	 * the last writer died mid-batch; make it durable before redo copies
+	 * it into the volumes, or a power loss could leave a volume holding a
+	 * write the journal lost. */
 	memset(&fsync_req, 0, sizeof(fsync_req));
 	fsync_req.op = IO_OP_FSYNC;
 	fsync_req.fd = j->fd;
 	r = io_engine_run_one(io, &fsync_req);
+	if (r < 0)
+		goto err;
+
+	r = journal_recover(j, path);
 	if (r < 0)
 		goto err;
 	/* The new epoch is on disk before any record carries it, so records

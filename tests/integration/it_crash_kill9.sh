@@ -32,6 +32,23 @@ for round in $(seq 1 "$ROUNDS"); do
 	start_daemon "$A"
 	ok "round $round: $(cat "$T/stress.out")"
 done
+# A journal left with unapplied records after a crash must not be reformatted
+# by a new 'group create' of the same name (say the config was lost).
+"$NBD_STRESS" write "$uri" "$T/state" "$blocks" 30 99 >"$T/stress.out" 2>&1 &
+spid=$!
+PIDS+=("$spid")
+sleep 0.5
+kill9 "$DPID"
+wait "$spid" || true
+mv "$A/groups/g1.json" "$T/g1.json"
+start_daemon "$A"
+expect_fail 1 "$JRBD" group create g1 --dir "$A" --journal "$A/j.img" --volume data="$A/data.img"
+grep -q "records of group 'g1' that may not be in its volumes" "$T/err" || fail "reformat guard: $(cat "$T/err")"
+stop_daemon "$DPID"
+mv "$T/g1.json" "$A/groups/g1.json"
+start_daemon "$A"
+"$NBD_STRESS" verify "$uri" "$T/state" || fail "flushed data lost after the refused create"
+ok "group create refuses a journal holding unapplied records"
 stop_daemon "$DPID"
 
 # journal dump on the journal a crash left: clean, then with one payload byte
@@ -53,4 +70,4 @@ rc=0
 tail -1 "$T/dump.txt" | grep -q "payload checksum mismatch.*lpos $lpos.*seq $seq" ||
 	{ tail -2 "$T/dump.txt"; fail "dump does not name the corrupt record (seq $seq, lpos $lpos)"; }
 ok "journal dump pinpoints a corrupt record: $(tail -1 "$T/dump.txt")"
-echo "$((ROUNDS + 1)) passed, 0 failed"
+echo "$((ROUNDS + 2)) passed, 0 failed"
