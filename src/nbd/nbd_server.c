@@ -419,6 +419,19 @@ req_reply(struct nbd_conn *c, struct nbd_req *q)
 }
 
 /* Group completion. Runs on the loop thread, never inside group_io_submit(). */
+/* The group gave a request back to a connection that may be closed. */
+static void
+conn_group_returned(struct nbd_conn *c)
+{
+	if (!c->srv) {
+		/* Orphaned by nbd_server_free(): the last completion frees it. */
+		if (!c->in_group)
+			conn_free(c);
+		return;
+	}
+	conn_mark_dirty(c);
+}
+
 static void
 req_done(struct group_io *io, int res)
 {
@@ -432,15 +445,9 @@ req_done(struct group_io *io, int res)
 	if (!q->held)
 		c->in_group--;
 	if (c->fd < 0) {
-		/* Nobody to answer: the buffer is ours again, drop it. */
+		/* Nobody to answer: the buffer is ours again (or once released). */
 		req_put(c, q);
-		if (!c->srv) {
-			/* Orphaned by nbd_server_free(): the last completion frees it. */
-			if (!c->in_group)
-				conn_free(c);
-			return;
-		}
-		conn_mark_dirty(c);
+		conn_group_returned(c);
 		return;
 	}
 	if (res < 0) {
@@ -465,13 +472,7 @@ req_release(struct group_io *io, int res)
 		q->put_pending = false;
 		req_put(c, q);
 	}
-	if (!c->srv) {
-		/* Orphaned by nbd_server_free(): the last completion frees it. */
-		if (!c->in_group)
-			conn_free(c);
-		return;
-	}
-	conn_mark_dirty(c);
+	conn_group_returned(c);
 }
 
 static void
