@@ -435,7 +435,6 @@ process_append_q(struct group *g)
 		}
 		list_pop(&g->append_q);
 		if (r < 0) {
-			log_warn("group '%s': journal append failed: %s", g->cfg.name, strerror(-r));
 			if (io->appended)
 				group_fail(g, r, "journal append failed mid-request");
 			io_finish(g, io, r == -EINVAL ? -EINVAL : -EIO);
@@ -534,9 +533,10 @@ redo_record(void *arg, const struct journal_rec *rec, const void *payload)
 	case JOURNAL_REC_TRIM:
 	case JOURNAL_REC_ZERO:
 	case JOURNAL_REC_BASE_ZERO: {
-		int mode = (rec->kind == JOURNAL_REC_ZERO && (rec->flags & JOURNAL_RF_NO_HOLE))
-				   ? FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE
-				   : FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+		int mode = zero_fallocate_mode(
+			rec->kind == JOURNAL_REC_ZERO && (rec->flags & JOURNAL_RF_NO_HOLE)
+				? GROUP_IO_NO_HOLE
+				: 0);
 
 		if (fallocate(v->fd_buffered, mode, (off_t)rec->offset, (off_t)rec->length) < 0) {
 			r = -errno;
