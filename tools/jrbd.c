@@ -118,8 +118,37 @@ simple_call(json_t *req)
 	return reply ? 0 : code;
 }
 
-/* Parses common options; returns the index of the first non-option or -1. */
 enum { OPT_DIR = 1000, OPT_JSON, OPT_HELP };
+
+/* Prints a reply's results as JSON, without the protocol fields. */
+static void
+print_reply_json(json_t *reply)
+{
+	json_object_del(reply, "v");
+	json_object_del(reply, "ok");
+	json_dumpf(reply, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+	printf("\n");
+}
+
+/* Options of the verbs that take nothing but --dir. */
+static int
+parse_dir_only(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"dir", required_argument, NULL, OPT_DIR},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c != OPT_DIR)
+			return EXIT_USAGE;
+		state_dir = optarg;
+	}
+	if (optind != argc || need_dir() < 0)
+		return EXIT_USAGE;
+	return 0;
+}
 
 static int
 cmd_daemon(int argc, char **argv)
@@ -424,10 +453,7 @@ cmd_pair_display(int argc, char **argv)
 		if (!reply)
 			return code;
 		if (json) {
-			json_object_del(reply, "v");
-			json_object_del(reply, "ok");
-			json_dumpf(reply, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
-			printf("\n");
+			print_reply_json(reply);
 		} else {
 			if (json_array_size(json_object_get(reply, "groups")) == 0)
 				printf("no groups\n");
@@ -453,28 +479,15 @@ cmd_pair_display(int argc, char **argv)
 static int
 cmd_status(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"dir", required_argument, NULL, OPT_DIR},
-		{NULL, 0, NULL, 0},
-	};
-	int c, code = 0;
+	int code = parse_dir_only(argc, argv);
 	json_t *reply;
 
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == OPT_DIR)
-			state_dir = optarg;
-		else
-			return EXIT_USAGE;
-	}
-	if (need_dir() < 0)
-		return EXIT_USAGE;
+	if (code)
+		return code;
 	reply = call(json_pack("{s:s}", "cmd", "status"), &code);
 	if (!reply)
 		return code;
-	json_object_del(reply, "v");
-	json_object_del(reply, "ok");
-	json_dumpf(reply, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
-	printf("\n");
+	print_reply_json(reply);
 	json_decref(reply);
 	return 0;
 }
@@ -482,20 +495,10 @@ cmd_status(int argc, char **argv)
 static int
 cmd_shutdown(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"dir", required_argument, NULL, OPT_DIR},
-		{NULL, 0, NULL, 0},
-	};
-	int c;
+	int code = parse_dir_only(argc, argv);
 
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (c == OPT_DIR)
-			state_dir = optarg;
-		else
-			return EXIT_USAGE;
-	}
-	if (need_dir() < 0)
-		return EXIT_USAGE;
+	if (code)
+		return code;
 	return simple_call(json_pack("{s:s}", "cmd", "shutdown"));
 }
 
