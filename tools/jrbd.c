@@ -78,13 +78,16 @@ out:
 }
 
 /* Sends req (takes ownership) and returns the reply, or NULL after printing why. */
+/* pair create waits for the remote daemon (which formats its restore journal). */
+static int call_timeout_ms = CTL_TIMEOUT_MS;
+
 static json_t *
 call(json_t *req, int *ret_exit)
 {
 	json_t *reply = NULL;
 	int r;
 
-	r = ctl_call(get_dir(), req, CTL_TIMEOUT_MS, &reply);
+	r = ctl_call(get_dir(), req, call_timeout_ms, &reply);
 	json_decref(req);
 	if (r == -ENOENT || r == -ECONNREFUSED) {
 		fprintf(stderr, "jrbd: no daemon is running for state directory '%s' "
@@ -162,6 +165,9 @@ cmd_daemon(int argc, char **argv)
 		{"io-depth", required_argument, NULL, 'q'},
 		{"log-level", required_argument, NULL, 'v'},
 		{"data-cache", required_argument, NULL, 'c'},
+		{"site", required_argument, NULL, 'S'},
+		{"window", required_argument, NULL, 'W'},
+		{"compress-level", required_argument, NULL, 'Z'},
 		{NULL, 0, NULL, 0},
 	};
 	struct daemon_opts d = {.io_engine = "auto"};
@@ -189,6 +195,31 @@ cmd_daemon(int argc, char **argv)
 		case 'e':
 			d.io_engine = optarg;
 			break;
+		case 'S':
+			d.site = optarg;
+			break;
+		case 'W': {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (*end || v < 1 || v > 6) {
+				fprintf(stderr, "jrbd daemon: --window must be 1..6\n");
+				return EXIT_USAGE;
+			}
+			d.window = (unsigned)v;
+			break;
+		}
+		case 'Z': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || v < -1 || v > 19) {
+				fprintf(stderr, "jrbd daemon: --compress-level must be -1 (off) or 0..19\n");
+				return EXIT_USAGE;
+			}
+			d.compress_level = (int)v;
+			break;
+		}
 		case 'q': {
 			uint64_t v;
 
@@ -233,9 +264,6 @@ cmd_daemon(int argc, char **argv)
 	}
 	if (need_dir() < 0)
 		return EXIT_USAGE;
-	if (d.listen_addr || d.secret_file)
-		log_warn("--listen/--secret-file: replication is not available in this version; "
-			 "ignoring");
 	d.dir = get_dir();
 	return daemon_run(&d);
 }
@@ -382,7 +410,7 @@ static void
 print_group(json_t *g)
 {
 	json_t *j = json_object_get(g, "journal"), *seq = json_object_get(g, "seq"), *v;
-	char a[32], b[32];
+	char a[32], b[32], rate[40];
 	size_t i;
 
 	printf("group %s  role %s  state %s%s\n", json_string_value(json_object_get(g, "name")),
@@ -408,6 +436,35 @@ print_group(json_t *g)
 		       "%.3f\n",
 		       (long long)jint(seq, "written"), (long long)jint(seq, "durable"),
 		       (long long)jint(seq, "checkpoint"), ratio);
+	}
+	if ((v = json_object_get(g, "pair"))) {
+		json_t *ps = json_object_get(v, "seq"), *lag = json_object_get(v, "lag"),
+		       *cp = json_object_get(v, "copy");
+		const char *err = json_string_value(json_object_get(v, "error"));
+
+		printf("  pair %s  mode %s  peer %s%s%s  %s\n",
+		       json_string_value(json_object_get(v, "id")),
+		       json_string_value(json_object_get(v, "mode")),
+		       json_string_value(json_object_get(v, "peer_site")),
+		       json_object_get(v, "remote") ? " at " : "",
+		       json_object_get(v, "remote") ? json_string_value(json_object_get(v, "remote"))
+						    : "",
+		       json_is_true(json_object_get(v, "connected")) ? "connected" : "NOT CONNECTED");
+		printf("  pair seq: written %lld  received %lld  restored %lld   lag %lld records, "
+		       "%.1f s\n",
+		       (long long)jint(ps, "written"), (long long)jint(ps, "received"),
+		       (long long)jint(ps, "restored"), (long long)jint(lag, "records"),
+		       json_real_value(json_object_get(lag, "seconds")));
+		if (cp && !strcmp(json_string_value(json_object_get(g, "state")), "COPY"))
+			printf("  copy: %.1f%% (%s of %s)%s%s/s\n",
+			       json_real_value(json_object_get(cp, "percent")),
+			       util_format_size((uint64_t)jint(cp, "done_bytes"), a, sizeof(a)),
+			       util_format_size((uint64_t)jint(cp, "total_bytes"), b, sizeof(b)),
+			       ", rate ",
+			       util_format_size((uint64_t)jint(cp, "rate_bytes_per_s"), rate,
+						sizeof(rate)));
+		if (err && *err)
+			printf("  pair error: %s\n", err);
 	}
 	printf("  %-16s %10s %4s  %s\n", "VOLUME", "SIZE", "NBD", "PATH");
 	json_array_foreach(json_object_get(g, "volumes"), i, v)
@@ -568,6 +625,49 @@ cmd_journal_format(int argc, char **argv)
 }
 
 static int
+cmd_pair_create(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"dir", required_argument, NULL, OPT_DIR},
+		{"remote", required_argument, NULL, 'r'},
+		{"mode", required_argument, NULL, 'm'},
+		{"no-initial-copy", no_argument, NULL, 'n'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *remote = NULL, *mode = "async";
+	int c, copy = 1, r;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == OPT_DIR)
+			state_dir = optarg;
+		else if (c == 'r')
+			remote = optarg;
+		else if (c == 'm')
+			mode = optarg;
+		else if (c == 'n')
+			copy = 0;
+		else
+			return EXIT_USAGE;
+	}
+	if (optind + 1 != argc || !remote || need_dir() < 0) {
+		fprintf(stderr, "jrbd pair create: need GROUP and --remote HOST:PORT\n");
+		return EXIT_USAGE;
+	}
+	if (strcmp(mode, "async") && strcmp(mode, "sync")) {
+		fprintf(stderr, "jrbd pair create: --mode async|sync\n");
+		return EXIT_USAGE;
+	}
+	call_timeout_ms = 120000;
+	r = simple_call(json_pack("{s:s, s:s, s:s, s:s, s:b}", "cmd", "pair-create", "name",
+				  argv[optind], "remote", remote, "mode", mode, "initial_copy", copy));
+	if (r == 0)
+		printf("group '%s' paired with %s (%s mode, %s); see 'jrbd pair display %s'\n",
+		       argv[optind], remote, mode, copy ? "initial copy running" : "no initial copy",
+		       argv[optind]);
+	return r;
+}
+
+static int
 cmd_not_yet(int argc, char **argv)
 {
 	(void)argc;
@@ -581,7 +681,9 @@ static int cmd_help(int argc, char **argv);
 static const struct command commands[] = {
 	{"daemon", cmd_daemon,
 	 "daemon --dir DIR [--nbd ADDR|unix:PATH]... [--io-engine auto|uring|aio|sync]\n"
-	 "           [--data-cache direct|writeback] [--io-depth N] [--log-level LEVEL]",
+	 "           [--data-cache direct|writeback] [--io-depth N] [--log-level LEVEL]\n"
+	 "           [--listen HOST:PORT] [--secret-file F] [--site NAME] [--window N]\n"
+	 "           [--compress-level N]",
 	 "run the site daemon (foreground)"},
 	{"group create", cmd_group_create,
 	 "group create GROUP --journal PATH [--journal-size SIZE] --volume NAME=PATH[:SIZE]...",
@@ -590,7 +692,9 @@ static const struct command commands[] = {
 	 "forget a group (files are kept)"},
 	{"pair display", cmd_pair_display, "pair display [GROUP] [--json] [--watch[=SECS]]",
 	 "show groups, volumes, journal use and sequence numbers"},
-	{"pair create", cmd_not_yet, "pair create GROUP --remote HOST:PORT", "(not yet)"},
+	{"pair create", cmd_pair_create,
+	 "pair create GROUP --remote HOST:PORT [--mode async|sync] [--no-initial-copy]",
+	 "pair a group with the same-named group of the remote daemon (run at the primary)"},
 	{"pair suspend", cmd_not_yet, "pair suspend GROUP", "(not yet)"},
 	{"pair resync", cmd_not_yet, "pair resync GROUP", "(not yet)"},
 	{"pair takeover", cmd_not_yet, "pair takeover GROUP", "(not yet)"},

@@ -35,6 +35,7 @@
 #include "io/io.h"
 #include "journal/journal.h"
 #include "nbd/nbd_server.h"
+#include "repl/repl.h"
 
 #define DEFAULT_JOURNAL_SIZE (1ull << 30)
 #define MAX_GROUPS 64
@@ -48,6 +49,8 @@ struct daemon_group {
 
 struct ctl_conn {
 	struct daemon *d;
+	uint64_t id;   /* finds it again for a deferred reply */
+	bool deferred; /* the reply comes later (pair create) */
 	int fd;
 	struct loop_handle h;
 	uint8_t *in;
@@ -77,8 +80,12 @@ struct daemon {
 	struct loop_handle sig_h;
 	struct daemon_group *groups[MAX_GROUPS];
 	unsigned ngroups;
+	struct repl *repl;
+	uint64_t next_conn_id;
 	int exit_code;
 };
+
+static void ctl_send_reply(struct daemon *d, struct ctl_conn *c, json_t *reply);
 
 /* --- groups --- */
 
@@ -199,6 +206,95 @@ load_groups(struct daemon *d)
 	closedir(dir);
 	return 0;
 }
+
+/* --- replication hooks --- */
+
+static struct daemon_group *
+find_dg_by_group(struct daemon *d, const struct group *g)
+{
+	for (unsigned i = 0; i < d->ngroups; i++) {
+		if (d->groups[i]->g == g)
+			return d->groups[i];
+	}
+	return NULL;
+}
+
+static struct group *
+repl_find_group(void *arg, const char *name)
+{
+	struct daemon_group *dg = find_group(arg, name);
+
+	return dg ? dg->g : NULL;
+}
+
+static int
+repl_save(void *arg, struct group *g, const struct group_pair_config *pc)
+{
+	struct daemon *d = arg;
+	struct daemon_group *dg = find_dg_by_group(d, g);
+	struct group_pair_config old;
+	int r;
+
+	if (!dg)
+		return -ENOENT;
+	old = dg->cfg.pair;
+	dg->cfg.pair = *pc;
+	r = group_config_save(&dg->cfg, d->groups_dir);
+	if (r < 0)
+		dg->cfg.pair = old;
+	return r;
+}
+
+/* Secondary pair create: the journal becomes a restore journal numbered
+ * like the primary's stream. The group is closed, formatted and reopened. */
+static int
+repl_reformat(void *arg, struct group *g, uint64_t start_seq, struct group **ret_g, char *err,
+	      size_t errlen)
+{
+	struct daemon *d = arg;
+	struct daemon_group *dg = find_dg_by_group(d, g);
+	const char *names[JOURNAL_MAX_VOLUMES];
+	struct journal_format_opts fo = {0};
+	int r;
+
+	if (!dg)
+		return -ENOENT;
+	for (unsigned k = 0; k < group_nvolumes(g); k++)
+		nbd_server_drop_volume(d->nbd, group_volume(g, k));
+	group_close(dg->g);
+	dg->g = NULL;
+	for (unsigned k = 0; k < dg->cfg.nvolumes; k++)
+		names[k] = dg->cfg.volumes[k].name;
+	fo.group = dg->cfg.name;
+	fo.nvolumes = dg->cfg.nvolumes;
+	fo.volumes = names;
+	fo.role = JOURNAL_ROLE_RESTORE;
+	fo.first_seq = start_seq;
+	r = journal_format(dg->cfg.journal_path, &fo);
+	if (r < 0) {
+		snprintf(dg->error, sizeof(dg->error), "cannot format restore journal '%s': %s",
+			 dg->cfg.journal_path, strerror(-r));
+		snprintf(err, errlen, "%s", dg->error);
+		log_err("group '%s': %s", dg->cfg.name, dg->error);
+		return r;
+	}
+	r = group_open(&dg->cfg, d->loop, d->io, &dg->g, dg->error, sizeof(dg->error));
+	if (r < 0) {
+		dg->g = NULL;
+		snprintf(err, errlen, "%s", dg->error);
+		log_err("group '%s': cannot reopen after formatting the restore journal: %s",
+			dg->cfg.name, dg->error);
+		return r;
+	}
+	*ret_g = dg->g;
+	return 0;
+}
+
+static const struct repl_ops daemon_repl_ops = {
+	.find_group = repl_find_group,
+	.save = repl_save,
+	.reformat = repl_reformat,
+};
 
 /* --- control commands --- */
 
@@ -379,6 +475,9 @@ cmd_group_delete(struct daemon *d, json_t *req)
 	dg = find_group(d, name);
 	if (!dg)
 		return reply_error(ENOENT, "no group '%s'", name);
+	if (dg->cfg.pair.role != PAIR_ROLE_NONE && !force)
+		return reply_error(EBUSY, "group '%s' is the %s of a pair; delete the pair first "
+				   "(or use --force)", name, pair_role_name(dg->cfg.pair.role));
 	for (unsigned k = 0; dg->g && k < group_nvolumes(dg->g); k++) {
 		struct volume *v = group_volume(dg->g, k);
 
@@ -399,20 +498,25 @@ cmd_group_delete(struct daemon *d, json_t *req)
 			break;
 		}
 	}
+	if (dg->g && d->repl)
+		repl_group_detach(d->repl, dg->g);
 	daemon_group_free(dg);
 	log_info("group '%s': deleted (volumes and journal files are kept)", name);
 	return reply_ok();
 }
 
 static json_t *
-group_to_json(const struct daemon_group *dg)
+group_to_json(struct daemon *d, const struct daemon_group *dg)
 {
 	json_t *o, *vols = json_array();
 	struct group_stats st;
 	struct journal_stats js;
 
-	o = json_pack("{s:s, s:s, s:s, s:s}", "name", dg->cfg.name, "role", "primary", "state",
-		      "SMPL", "journal_path", dg->cfg.journal_path);
+	o = json_pack("{s:s, s:s, s:s, s:s}", "name", dg->cfg.name, "role",
+		      dg->cfg.pair.role == PAIR_ROLE_NONE ? "simplex"
+							  : pair_role_name(dg->cfg.pair.role),
+		      "state", pair_state_name(dg->cfg.pair.state), "journal_path",
+		      dg->cfg.journal_path);
 	if (!dg->g) {
 		json_object_set_new(o, "error", json_string(dg->error));
 		json_object_set_new(o, "failed", json_true());
@@ -435,6 +539,7 @@ group_to_json(const struct daemon_group *dg)
 						      "read_only", v->read_only));
 	}
 	json_object_set_new(o, "volumes", vols);
+	repl_group_json(d->repl, dg->g, o);
 	json_object_set_new(o, "failed", json_boolean(st.failed));
 	if (st.failed)
 		json_object_set_new(o, "error", json_string(strerror(-st.failed_err)));
@@ -477,11 +582,82 @@ cmd_display(struct daemon *d, json_t *req)
 	arr = json_array();
 	for (unsigned i = 0; i < d->ngroups; i++) {
 		if (!name || !strcmp(name, d->groups[i]->cfg.name))
-			json_array_append_new(arr, group_to_json(d->groups[i]));
+			json_array_append_new(arr, group_to_json(d, d->groups[i]));
 	}
 	reply = reply_ok();
 	json_object_set_new(reply, "groups", arr);
 	return reply;
+}
+
+struct pending_create {
+	struct daemon *d;
+	uint64_t conn_id;
+	char group[JOURNAL_GROUPNAME_LEN];
+};
+
+static struct ctl_conn *
+find_conn(struct daemon *d, uint64_t id)
+{
+	for (struct ctl_conn *c = d->ctl_conns; c; c = c->next) {
+		if (c->id == id)
+			return c;
+	}
+	return NULL;
+}
+
+static void
+pair_create_done(void *arg, int err, const char *msg)
+{
+	struct pending_create *pc = arg;
+	struct ctl_conn *c = find_conn(pc->d, pc->conn_id);
+
+	if (c) {
+		json_t *reply = err ? reply_error(err, "group '%s': pair create: %s", pc->group, msg)
+				    : reply_ok();
+
+		c->deferred = false;
+		ctl_send_reply(pc->d, c, reply);
+		json_decref(reply);
+	}
+	free(pc);
+}
+
+static json_t *
+cmd_pair_create(struct daemon *d, struct ctl_conn *c, json_t *req)
+{
+	const char *name = NULL, *remote = NULL, *mode = "async";
+	int initial_copy = 1;
+	struct daemon_group *dg;
+	struct pending_create *pc;
+	json_error_t jerr;
+	char err[512] = "";
+	int r;
+
+	if (json_unpack_ex(req, &jerr, 0, "{s:s, s:s, s?s, s?b}", "name", &name, "remote", &remote,
+			   "mode", &mode, "initial_copy", &initial_copy))
+		return reply_error(EINVAL, "pair-create: %s", jerr.text);
+	dg = find_group(d, name);
+	if (!dg)
+		return reply_error(ENOENT, "no group '%s'", name);
+	if (!dg->g)
+		return reply_error(EIO, "group '%s' is not open: %s", name, dg->error);
+	if (strcmp(mode, "async") && strcmp(mode, "sync"))
+		return reply_error(EINVAL, "mode '%s': async or sync", mode);
+	pc = calloc(1, sizeof(*pc));
+	if (!pc)
+		return reply_error(ENOMEM, "out of memory");
+	pc->d = d;
+	pc->conn_id = c->id;
+	snprintf(pc->group, sizeof(pc->group), "%s", name);
+	r = repl_pair_create(d->repl, dg->g, remote,
+			     strcmp(mode, "sync") ? PAIR_MODE_ASYNC : PAIR_MODE_SYNC, initial_copy,
+			     pair_create_done, pc, err, sizeof(err));
+	if (r < 0) {
+		free(pc);
+		return reply_error(r, "group '%s': pair create: %s", name, err);
+	}
+	c->deferred = true;
+	return NULL;
 }
 
 static json_t *
@@ -502,7 +678,7 @@ cmd_status(struct daemon *d)
 }
 
 static json_t *
-ctl_dispatch(struct daemon *d, const uint8_t *body, size_t len)
+ctl_dispatch(struct daemon *d, struct ctl_conn *c, const uint8_t *body, size_t len)
 {
 	char err[256];
 	const char *cmd;
@@ -517,6 +693,8 @@ ctl_dispatch(struct daemon *d, const uint8_t *body, size_t len)
 		reply = cmd_group_delete(d, req);
 	else if (!strcmp(cmd, "display"))
 		reply = cmd_display(d, req);
+	else if (!strcmp(cmd, "pair-create"))
+		reply = cmd_pair_create(d, c, req);
 	else if (!strcmp(cmd, "status"))
 		reply = cmd_status(d);
 	else if (!strcmp(cmd, "shutdown")) {
@@ -572,6 +750,15 @@ ctl_conn_event(struct loop *loop, int fd, uint32_t events, void *arg)
 		ctl_conn_free(d, c);
 		return;
 	}
+	if (c->deferred) {
+		/* Waiting for our answer: the client may only go away. */
+		uint8_t junk[256];
+		ssize_t n = read(fd, junk, sizeof(junk));
+
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			ctl_conn_free(d, c);
+		return;
+	}
 	if (c->inlen == c->incap) {
 		size_t cap = c->incap ? c->incap * 2 : 4096;
 		uint8_t *p;
@@ -602,17 +789,24 @@ ctl_conn_event(struct loop *loop, int fd, uint32_t events, void *arg)
 		ctl_conn_free(d, c);
 		return;
 	}
-	reply = ctl_dispatch(d, body, bodylen);
+	reply = ctl_dispatch(d, c, body, bodylen);
+	if (!reply && c->deferred)
+		return;
+	ctl_send_reply(d, c, reply);
+	json_decref(reply);
+}
+
+static void
+ctl_send_reply(struct daemon *d, struct ctl_conn *c, json_t *reply)
+{
 	if (!reply || ctl_frame_encode(reply, &c->out, &c->outlen) < 0) {
-		json_decref(reply);
 		ctl_conn_free(d, c);
 		return;
 	}
-	json_decref(reply);
 	/* Replies are small: usually one write sends it all. Sending now also
 	 * answers 'shutdown' before the loop stops. */
 	{
-		ssize_t n = write(fd, c->out, c->outlen);
+		ssize_t n = write(c->fd, c->out, c->outlen);
 
 		if (n == (ssize_t)c->outlen || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 			ctl_conn_free(d, c);
@@ -655,6 +849,7 @@ ctl_accept(struct loop *loop, int fd, uint32_t events, void *arg)
 		return;
 	}
 	c->d = d;
+	c->id = ++d->next_conn_id;
 	c->fd = cfd;
 	c->next = d->ctl_conns;
 	d->ctl_conns = c;
@@ -819,6 +1014,34 @@ daemon_run(const struct daemon_opts *opts)
 		log_errno(r, "state dir '%s': cannot load groups", d.dir);
 		goto out;
 	}
+	{
+		struct repl_opts ro = {
+			.listen_addr = opts->listen_addr,
+			.secret_file = opts->secret_file,
+			.site = opts->site,
+			.window = opts->window,
+			.compress_level = opts->compress_level,
+		};
+		char site[64], err[512] = "";
+
+		if (!ro.site) {
+			const char *base = strrchr(d.dir, '/');
+
+			snprintf(site, sizeof(site), "%.63s", base && base[1] ? base + 1 : d.dir);
+			ro.site = site;
+		}
+		r = repl_new(d.loop, d.io, &ro, &daemon_repl_ops, &d, &d.repl, err, sizeof(err));
+		if (r < 0) {
+			log_err("replication: %s", err);
+			goto out;
+		}
+		if (opts->listen_addr)
+			log_info("replication: listening on %s", opts->listen_addr);
+		for (unsigned i = 0; i < d.ngroups; i++) {
+			if (d.groups[i]->g && repl_group_attach(d.repl, d.groups[i]->g) < 0)
+				log_err("group '%s': cannot start its pair", d.groups[i]->cfg.name);
+		}
+	}
 	/* The engine submit hook runs after every group's commit hook. */
 	loop_add_hook(d.loop, &d.submit_hook, submit_hook, &d);
 	r = nbd_server_new(d.loop, &daemon_nbd_ops, &d, &d.nbd);
@@ -851,8 +1074,13 @@ out:
 		ctl_conn_free(&d, d.ctl_conns);
 	/* Connections first: their in-flight requests finish into the groups. */
 	nbd_server_free(d.nbd);
+	for (unsigned i = 0; d.repl && i < d.ngroups; i++) {
+		if (d.groups[i]->g)
+			repl_group_detach(d.repl, d.groups[i]->g);
+	}
 	for (unsigned i = 0; i < d.ngroups; i++)
 		daemon_group_free(d.groups[i]);
+	repl_free(d.repl);
 	if (d.io)
 		loop_del_fd(d.loop, &d.io_h);
 	io_engine_free(d.io);

@@ -14,8 +14,11 @@ struct daemon_opts {
 	const char *dir;
 	const char *nbd_addrs[DAEMON_MAX_LISTEN];
 	unsigned n_nbd;
-	const char *listen_addr; /* replication port (not used yet) */
+	const char *listen_addr; /* replication port */
 	const char *secret_file;
+	const char *site;        /* name shown to the other site; default: the state dir's name */
+	unsigned window;         /* read-journal requests in flight (secondary) */
+	int compress_level;      /* zstd level for the link; < 0: off */
 	const char *io_engine;   /* "auto" by default */
 	unsigned io_depth;
 	bool buffered_data; /* --data-cache writeback */

@@ -16,6 +16,25 @@
  * The checkpoint (a timer, or journal pressure) fdatasyncs every volume and
  * then tells the journal that records below the oldest write still in flight
  * are in the volumes, which lets it release space.
+ *
+ * Two more kinds of request share the pipeline:
+ *
+ * BASE (primary, initial copy) reads a chunk of a volume and journals it as a
+ * BASE record. Its data must be the volume's content exactly at the
+ * record's place in the sequence, or the secondary, applying records in
+ * order, would end up with stale bytes. So the read starts only after every
+ * overlapping write journaled so far has reached the volume, and the chunk
+ * is watched: a host write to it journaled before the BASE record itself
+ * (it could land before or after the read) marks it, and the chunk is read
+ * again. After a few such retries the BASE request holds the append queue
+ * while it re-reads, so nothing can come between its read and its record.
+ *
+ * REPLAY (secondary) carries a record of the primary's stream, appended to
+ * this group's journal (the restore journal) under the same seq, then
+ * applied like a host write. The journal, range order, checkpoint and redo
+ * then give the secondary the same guarantees the primary has: records are
+ * applied in seq order where they overlap, and a crash recovers to an exact
+ * prefix of the stream.
  */
 #include "group/group.h"
 
@@ -80,9 +99,17 @@ struct group {
 
 	uint64_t seq_at_last_marker;
 	struct group_stats stats;
+
+	bool secondary;         /* records come only as REPLAY */
+	bool sync;              /* host writes wait for remote_durable */
+	uint64_t remote_durable; /* the secondary holds every record <= this */
+	struct io_list sync_hold; /* done writes waiting for the secondary */
+	struct group_io *base_watch[GROUP_MAX_BASE_WATCH]; /* BASE requests between read and append */
+	struct group_io *base_barrier; /* re-reading: nothing is appended before it */
 };
 
 static void group_pump(struct group *g);
+static void base_watch_remove(struct group *g, struct group_io *io);
 
 /* --- lists --- */
 
@@ -116,6 +143,8 @@ list_pop(struct io_list *l)
 static void
 io_finish(struct group *g, struct group_io *io, int res)
 {
+	if (io->op == GROUP_IO_BASE)
+		base_watch_remove(g, io);
 	io->res = res;
 	io->state = GIO_DONE;
 	list_push(&g->done_q, io);
@@ -137,6 +166,33 @@ static bool
 is_write_op(enum group_io_op op)
 {
 	return op == GROUP_IO_WRITE || op == GROUP_IO_TRIM || op == GROUP_IO_ZERO;
+}
+
+/* What a request does to its volume: REPLAY does what its record says. */
+static enum group_io_op
+volume_op(const struct group_io *io)
+{
+	if (io->op != GROUP_IO_REPLAY)
+		return io->op;
+	switch (io->rec.kind) {
+	case JOURNAL_REC_WRITE:
+	case JOURNAL_REC_BASE:
+		return GROUP_IO_WRITE;
+	case JOURNAL_REC_TRIM:
+		return GROUP_IO_TRIM;
+	case JOURNAL_REC_ZERO:
+	case JOURNAL_REC_BASE_ZERO:
+		return GROUP_IO_ZERO;
+	default:
+		return GROUP_IO_FLUSH; /* MARKER: nothing to apply */
+	}
+}
+
+/* Requests that take a place in the volume's range order once journaled. */
+static bool
+has_volume_write(const struct group_io *io)
+{
+	return is_write_op(io->op) || (io->op == GROUP_IO_REPLAY && volume_op(io) != GROUP_IO_FLUSH);
 }
 
 /* --- data-volume I/O --- */
@@ -228,7 +284,7 @@ volume_start(struct group *g, struct group_io *io)
 	req->offset = io->offset;
 	io->state = GIO_VOLUME;
 	io->range.started = true;
-	switch (io->op) {
+	switch (volume_op(io)) {
 	case GROUP_IO_WRITE:
 		req->op = IO_OP_WRITE;
 		req->fd = is_dio_ok(v, io->offset, io->len) ? v->fd : v->fd_buffered;
@@ -289,11 +345,32 @@ read_overlaps_write(const struct volume *v, const struct group_io *io)
 	return false;
 }
 
+static void base_read_done(struct group *g, struct group_io *io, int res);
+
+/* A chunk with no data extent reads as zero: no need to read it. */
+static bool
+is_hole(const struct volume *v, uint64_t offset, uint64_t len)
+{
+	off_t data;
+
+	if (v->is_blockdev)
+		return false;
+	data = lseek(v->fd_buffered, (off_t)offset, SEEK_DATA);
+	if (data < 0)
+		return errno == ENXIO; /* no data at or after offset */
+	return (uint64_t)data >= offset + len;
+}
+
 static void
 read_start(struct group *g, struct group_io *io)
 {
 	struct volume *v = io->vol;
 
+	if (io->op == GROUP_IO_BASE && !g->failed && is_hole(v, io->offset, io->len)) {
+		io->base_zero = true;
+		base_read_done(g, io, 0);
+		return;
+	}
 	memset(&io->req, 0, sizeof(io->req));
 	io->req.op = IO_OP_READ;
 	io->req.fd = is_dio_ok(v, io->offset, io->len) ? v->fd : v->fd_buffered;
@@ -337,6 +414,10 @@ volume_io_done(struct io_req *req, int res)
 	struct group *g = io->g;
 	struct volume *v = io->vol;
 
+	if (io->op == GROUP_IO_BASE) {
+		base_read_done(g, io, res < 0 ? res : 0);
+		return;
+	}
 	if (io->op == GROUP_IO_READ || io->op == GROUP_IO_CACHE) {
 		if (res < 0)
 			log_warn("group '%s' volume '%s': read at %llu+%u failed: %s", g->cfg.name,
@@ -357,10 +438,102 @@ volume_io_done(struct io_req *req, int res)
 		group_fail(g, res, "data volume write failed");
 		io_finish(g, io, -EIO);
 	} else {
-		g->stats.bytes_written += io->op == GROUP_IO_WRITE ? io->len : 0;
+		g->stats.bytes_written += volume_op(io) == GROUP_IO_WRITE ? io->len : 0;
 		io_finish(g, io, 0);
 	}
 	volume_start_ready(g, v);
+}
+
+/* --- journal side --- */
+
+/* --- initial copy (BASE) --- */
+
+static int
+base_watch_add(struct group *g, struct group_io *io)
+{
+	for (unsigned i = 0; i < GROUP_MAX_BASE_WATCH; i++) {
+		if (g->base_watch[i] == io)
+			return 0;
+	}
+	for (unsigned i = 0; i < GROUP_MAX_BASE_WATCH; i++) {
+		if (!g->base_watch[i]) {
+			g->base_watch[i] = io;
+			return 0;
+		}
+	}
+	return -EBUSY;
+}
+
+static void
+base_watch_remove(struct group *g, struct group_io *io)
+{
+	for (unsigned i = 0; i < GROUP_MAX_BASE_WATCH; i++) {
+		if (g->base_watch[i] == io)
+			g->base_watch[i] = NULL;
+	}
+}
+
+/* A host write is being journaled: BASE reads of chunks it overlaps may
+ * have missed it. */
+static void
+base_watch_note_write(struct group *g, const struct group_io *io)
+{
+	for (unsigned i = 0; i < GROUP_MAX_BASE_WATCH; i++) {
+		struct group_io *b = g->base_watch[i];
+
+		if (b && b->vol == io->vol && ranges_overlap(b->offset, b->len, io->offset, io->len))
+			b->base_conflict = true;
+	}
+}
+
+/* (Re)starts the read of a BASE chunk: after every overlapping write
+ * journaled so far is in the volume. */
+static void
+base_start(struct group *g, struct group_io *io)
+{
+	struct volume *v = io->vol;
+
+	io->base_conflict = false;
+	io->base_zero = false;
+	io->last_seq = g->stats.last_seq;
+	io->state = GIO_ORDER;
+	if (read_overlaps_write(v, io)) {
+		io->g_next = v->read_wait;
+		v->read_wait = io;
+		return;
+	}
+	read_start(g, io);
+}
+
+static bool
+is_all_zero(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	if (!len)
+		return true;
+	return p[0] == 0 && !memcmp(p, p + 1, len - 1);
+}
+
+static void
+base_read_done(struct group *g, struct group_io *io, int res)
+{
+	if (res < 0) {
+		log_warn("group '%s' volume '%s': initial copy read at %llu+%u failed: %s",
+			 g->cfg.name, io->vol->name, (unsigned long long)io->offset, io->len,
+			 strerror(-res));
+		if (g->base_barrier == io)
+			g->base_barrier = NULL;
+		io_finish(g, io, res);
+		loop_wakeup(g->loop);
+		return;
+	}
+	if (!io->base_zero)
+		io->base_zero = is_all_zero(io->buf, io->len);
+	io->state = GIO_APPEND;
+	if (!io->base_barrier)
+		list_push(&g->append_q, io);
+	loop_wakeup(g->loop);
 }
 
 /* --- journal side --- */
@@ -381,8 +554,57 @@ record_kind(const struct group_io *io)
 /* Appends the records of io; 0 when all are in, -EAGAIN when the journal is
  * full for now, other -errno on failure. */
 static int
+append_one(struct group *g, struct group_io *io, struct journal_rec *rec, const void *payload)
+{
+	int r = journal_append(g->j, rec, payload);
+
+	if (r < 0)
+		return r;
+	io->first_seq = io->last_seq = rec->seq;
+	g->stats.last_seq = rec->seq;
+	return 0;
+}
+
+static int
 append_records(struct group *g, struct group_io *io)
 {
+	if (io->op == GROUP_IO_BASE) {
+		struct journal_rec rec = {0};
+		int r;
+
+		rec.kind = io->base_zero ? JOURNAL_REC_BASE_ZERO : JOURNAL_REC_BASE;
+		rec.volume = io->vol->id;
+		rec.offset = io->offset;
+		rec.length = io->len;
+		rec.payload_len = io->base_zero ? 0 : io->len;
+		r = append_one(g, io, &rec, io->base_zero ? NULL : io->buf);
+		if (r == 0) {
+			io->rec = rec;
+			g->stats.base_records += !io->base_zero;
+			g->stats.base_zero_records += io->base_zero;
+			g->stats.base_bytes += rec.payload_len;
+			base_watch_remove(g, io);
+		}
+		return r;
+	}
+	if (io->op == GROUP_IO_REPLAY) {
+		struct journal_stats js;
+		struct journal_rec rec = io->rec;
+		int r;
+
+		journal_get_stats(g->j, &js);
+		if (js.next_seq != io->rec.seq) {
+			log_err("group '%s': replayed record seq %llu, but the restore journal is at "
+				"seq %llu", g->cfg.name, (unsigned long long)io->rec.seq,
+				(unsigned long long)js.next_seq);
+			return -EPROTO;
+		}
+		r = append_one(g, io, &rec, rec.payload_len ? io->buf : NULL);
+		if (r == 0)
+			g->stats.replayed_records++;
+		return r;
+	}
+	base_watch_note_write(g, io);
 	do {
 		struct journal_rec rec = {0};
 		uint32_t chunk = 0;
@@ -419,12 +641,36 @@ process_append_q(struct group *g)
 {
 	struct group_io *io;
 
-	while ((io = g->append_q.head)) {
+	for (;;) {
+		bool barrier = false;
 		int r;
 
+		if ((io = g->base_barrier)) {
+			/* A BASE chunk re-reading with the queue held: nothing may be
+			 * journaled between its read and its record. */
+			if (io->state != GIO_APPEND)
+				break;
+			barrier = true;
+		} else if (!(io = g->append_q.head)) {
+			break;
+		}
 		if (g->failed) {
-			list_pop(&g->append_q);
+			if (barrier)
+				g->base_barrier = NULL;
+			else
+				list_pop(&g->append_q);
 			io_finish(g, io, -EIO);
+			continue;
+		}
+		if (io->op == GROUP_IO_BASE && io->base_conflict) {
+			g->stats.base_rereads++;
+			if (!barrier)
+				list_pop(&g->append_q);
+			if (++io->base_tries >= GROUP_BASE_TRIES) {
+				io->base_barrier = true;
+				g->base_barrier = io;
+			}
+			base_start(g, io);
 			continue;
 		}
 		r = append_records(g, io);
@@ -433,7 +679,10 @@ process_append_q(struct group *g)
 			g->ckpt_wanted = true;
 			break;
 		}
-		list_pop(&g->append_q);
+		if (barrier)
+			g->base_barrier = NULL;
+		else
+			list_pop(&g->append_q);
 		if (r < 0) {
 			if (io->appended)
 				group_fail(g, r, "journal append failed mid-request");
@@ -441,6 +690,10 @@ process_append_q(struct group *g)
 			continue;
 		}
 		io->state = GIO_DURABLE;
+		if (!has_volume_write(io)) {
+			list_push(&g->journal_q, io);
+			continue;
+		}
 		io->range.seq = io->first_seq;
 		io->range.offset = io->offset;
 		io->range.len = io->len;
@@ -461,9 +714,13 @@ on_journal_durable(void *arg, uint64_t durable_seq)
 	g->stats.durable_seq = durable_seq;
 	while ((io = g->journal_q.head) && io->last_seq <= durable_seq) {
 		list_pop(&g->journal_q);
+		if (!has_volume_write(io)) {
+			io_finish(g, io, 0); /* BASE, or a replayed MARKER */
+			continue;
+		}
 		io->state = GIO_ORDER;
 		io->range.ready = true;
-		if (io->release && !g->failed) {
+		if (io->release && !g->failed && !g->sync) {
 			/* Durable in the journal: redo would restore it, so the host
 			 * may have its answer now; reads of the range wait for the
 			 * volume write (read_overlaps_write). */
@@ -493,7 +750,8 @@ on_journal_error(void *arg, int err)
 	group_fail(g, err, "journal write failed");
 	/* Nothing in journal_q can become durable any more. */
 	while ((io = list_pop(&g->journal_q))) {
-		range_order_remove(&io->vol->order, &io->range);
+		if (has_volume_write(io))
+			range_order_remove(&io->vol->order, &io->range);
 		io_finish(g, io, -EIO);
 	}
 	for (unsigned i = 0; i < g->nvols; i++)
@@ -644,7 +902,7 @@ marker_timer_fired(struct loop *loop, void *arg)
 	struct journal_rec rec = {.kind = JOURNAL_REC_MARKER};
 
 	(void)loop;
-	if (g->failed || g->stats.last_seq != g->seq_at_last_marker)
+	if (g->failed || g->secondary || g->stats.last_seq != g->seq_at_last_marker)
 		goto out;
 	/* Idle: a timestamped marker lets consumers measure their lag in seconds. */
 	if (journal_append(g->j, &rec, NULL) == 0) {
@@ -656,6 +914,37 @@ out:
 }
 
 /* --- the loop hook: group commit and deferred completions --- */
+
+static void
+deliver(struct group *g, struct group_io *io)
+{
+	g->inflight--;
+	if (!io->acked)
+		io->done(io, io->res);
+	if (io->release)
+		io->release(io, io->res);
+}
+
+/* Sync mode: answers the writes the secondary now holds (all of them when
+ * sync mode went off). */
+static void
+release_sync_held(struct group *g)
+{
+	struct io_list keep = {0};
+	struct group_io *io;
+
+	if (!g->sync_hold.head)
+		return;
+	while ((io = list_pop(&g->sync_hold))) {
+		if (g->sync && io->last_seq > g->remote_durable) {
+			list_push(&keep, io);
+			continue;
+		}
+		io->sync_held = false;
+		deliver(g, io);
+	}
+	g->sync_hold = keep;
+}
 
 static void
 group_pump(struct group *g)
@@ -674,12 +963,15 @@ group_pump(struct group *g)
 	if (g->ckpt_wanted || js.used_bytes > js.area_size / 2)
 		checkpoint_start(g);
 	while ((io = list_pop(&g->done_q))) {
-		g->inflight--;
-		if (!io->acked)
-			io->done(io, io->res);
-		if (io->release)
-			io->release(io, io->res);
+		if (g->sync && is_write_op(io->op) && !io->acked && io->res == 0 &&
+		    io->last_seq > g->remote_durable) {
+			io->sync_held = true;
+			list_push(&g->sync_hold, io);
+			continue;
+		}
+		deliver(g, io);
 	}
+	release_sync_held(g);
 }
 
 static void
@@ -703,7 +995,16 @@ group_io_submit(struct group *g, struct group_io *io)
 	io->first_seq = io->last_seq = 0;
 	io->appended = 0;
 	io->state = GIO_NEW;
+	io->sync_held = false;
 	g->inflight++;
+	if (io->op == GROUP_IO_REPLAY) {
+		/* The caller checked the record against the group (volume, length). */
+		io->offset = io->rec.offset;
+		io->len = (uint32_t)io->rec.length;
+		io->flags = (io->rec.kind == JOURNAL_REC_ZERO && (io->rec.flags & JOURNAL_RF_NO_HOLE))
+				    ? GROUP_IO_NO_HOLE
+				    : 0;
+	}
 	if (io->op != GROUP_IO_FLUSH && !range_within(io->offset, io->len, v->size)) {
 		io_finish(g, io, -EINVAL);
 		return;
@@ -754,6 +1055,32 @@ group_io_submit(struct group *g, struct group_io *io)
 	case GROUP_IO_WRITE:
 		g->stats.writes++;
 		break;
+	case GROUP_IO_BASE:
+		io->base_tries = 0;
+		io->base_barrier = false;
+		if (g->failed || g->secondary || io->len == 0 || io->len > JOURNAL_MAX_PAYLOAD) {
+			io_finish(g, io, g->failed ? -EIO : -EINVAL);
+			return;
+		}
+		if (base_watch_add(g, io) < 0) {
+			io_finish(g, io, -EBUSY);
+			return;
+		}
+		base_start(g, io);
+		return;
+	case GROUP_IO_REPLAY:
+		if (!g->secondary) {
+			io_finish(g, io, -EPERM);
+			return;
+		}
+		if (g->failed) {
+			io_finish(g, io, -EIO);
+			return;
+		}
+		io->state = GIO_APPEND;
+		list_push(&g->append_q, io);
+		loop_wakeup(g->loop);
+		return;
 	}
 	if (g->failed || io->len == 0) {
 		io_finish(g, io, g->failed ? -EIO : 0);
@@ -951,6 +1278,8 @@ err:
 void
 group_close(struct group *g)
 {
+	struct group_io *io_held;
+
 	if (!g)
 		return;
 	if (g->loop) {
@@ -959,6 +1288,13 @@ group_close(struct group *g)
 		if (g->hook.registered)
 			loop_del_hook(g->loop, &g->hook);
 	}
+	/* Writes waiting for a secondary that is going away fail rather than claim
+	 * a copy that may not exist. */
+	while ((io_held = list_pop(&g->sync_hold))) {
+		io_held->res = -EIO;
+		deliver(g, io_held);
+	}
+	g->sync = false;
 	/* Let everything in flight finish so no buffer is freed under the kernel.
 	 * Each round makes progress (appends, I/O completions or a checkpoint
 	 * freeing journal space); the bound only guards against a bug. */
@@ -978,6 +1314,37 @@ group_close(struct group *g)
 		close_volume(&g->vols[i]);
 	group_config_fini(&g->cfg);
 	free(g);
+}
+
+void
+group_set_secondary(struct group *g, bool on)
+{
+	g->secondary = on;
+	for (unsigned i = 0; i < g->nvols; i++)
+		g->vols[i].read_only = on;
+}
+
+void
+group_set_sync(struct group *g, bool on)
+{
+	g->sync = on;
+	loop_wakeup(g->loop);
+}
+
+void
+group_set_remote_durable(struct group *g, uint64_t seq)
+{
+	if (seq <= g->remote_durable)
+		return;
+	g->remote_durable = seq;
+	if (g->sync_hold.head)
+		loop_wakeup(g->loop);
+}
+
+uint64_t
+group_applied_seq(const struct group *g)
+{
+	return oldest_unapplied_seq(g) - 1;
 }
 
 const char *
@@ -1032,5 +1399,6 @@ group_get_stats(const struct group *g, struct group_stats *ret)
 	ret->journal_bytes_written = js.bytes_written;
 	ret->journal_payload_bytes = js.payload_bytes;
 	ret->failed = g->failed || js.failed;
+	ret->applied_seq = oldest_unapplied_seq(g) - 1;
 	ret->failed_err = g->failed_err;
 }

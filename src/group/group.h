@@ -28,6 +28,7 @@
 #include "group/range_order.h"
 #include "io/io.h"
 #include "jrbd/journal_format.h"
+#include "journal/journal.h"
 
 struct group;
 struct journal;
@@ -40,6 +41,16 @@ enum group_io_op {
 	GROUP_IO_ZERO,
 	GROUP_IO_FLUSH,
 	GROUP_IO_CACHE,
+	/* Primary, initial copy: reads [offset, len) of the volume into buf and
+	 * journals it as one BASE record (BASE_ZERO when it reads as zero or is a
+	 * hole) whose data is the volume's content at that record's place in the
+	 * sequence, while host writes go on. len <= JOURNAL_MAX_PAYLOAD. done
+	 * runs once the record is durable; io->last_seq is its seq. */
+	GROUP_IO_BASE,
+	/* Secondary: applies one record of the primary's stream (io->rec, the
+	 * payload in buf) through the restore journal; rec.seq must be the next
+	 * seq of the group's journal. done runs once it is in the volume. */
+	GROUP_IO_REPLAY,
 };
 
 enum group_io_flags {
@@ -70,6 +81,10 @@ struct volume {
 /* Largest READ/WRITE length: a power of two small enough that the journal
  * always has room for one whole request besides the batches in flight. */
 #define GROUP_MAX_REQUEST (32u << 20)
+/* BASE requests in flight at once, and reads of a chunk before it holds the
+ * append queue to get a clean one. */
+#define GROUP_MAX_BASE_WATCH 16u
+#define GROUP_BASE_TRIES 4u
 
 struct group_io;
 typedef void group_io_done_fn(struct group_io *io, int res);
@@ -106,6 +121,12 @@ struct group_io {
 	int state;                 /* enum group_io_state in group.c */
 	bool acked;                /* done already ran (early acknowledgement) */
 	struct range_entry range;  /* place in the volume's write order */
+	struct journal_rec rec;    /* REPLAY: the record (in); BASE: the record (out) */
+	uint8_t base_tries;        /* BASE: reads so far */
+	bool base_conflict;        /* BASE: an overlapping write was journaled since the read began */
+	bool base_barrier;         /* BASE: holding the append queue while it re-reads */
+	bool base_zero;            /* BASE: read as zero */
+	bool sync_held;            /* waiting for the secondary (sync mode) */
 	struct io_req req;         /* the data-volume I/O */
 };
 
@@ -113,6 +134,48 @@ struct group_volume_config {
 	char name[JOURNAL_VOLNAME_LEN];
 	char *path;
 	uint64_t size; /* 0: use the existing size */
+};
+
+/* The pair a group belongs to (persisted with the group). */
+enum pair_role {
+	PAIR_ROLE_NONE = 0,
+	PAIR_ROLE_PRIMARY,
+	PAIR_ROLE_SECONDARY,
+};
+
+enum pair_state {
+	PAIR_STATE_SMPL = 0,
+	PAIR_STATE_COPY,
+	PAIR_STATE_PAIR,
+};
+
+enum pair_mode {
+	PAIR_MODE_ASYNC = 0,
+	PAIR_MODE_SYNC,
+};
+
+#define PAIR_REMOTE_LEN 256u
+
+struct group_pair_config {
+	enum pair_role role;
+	enum pair_state state;
+	enum pair_mode mode;
+	char remote[PAIR_REMOTE_LEN]; /* primary: the secondary's HOST:PORT */
+	char peer_site[64];           /* the other daemon's site name, for display */
+	uint64_t id;                  /* random; the primary journal's consumer id */
+	uint64_t start_seq;           /* first seq of the pair's stream */
+	uint64_t primary_seed;        /* secondary: checksum seed of the primary's records */
+	bool initial_copy;
+	/* Initial copy progress (primary): volumes < copy_volume and
+	 * [0, copy_offset) of copy_volume are journaled; copy_end_seq is the
+	 * seq of the last BASE record once it is all journaled (0 before). */
+	unsigned copy_volume;
+	uint64_t copy_offset;
+	uint64_t copy_end_seq;
+	/* Secondary: our volume index for each of the primary's volume ids. */
+	unsigned nvolmap;
+	uint16_t volmap[JOURNAL_MAX_VOLUMES];
+	bool confirmed; /* primary: the secondary accepted the pair */
 };
 
 struct group_config {
@@ -123,6 +186,7 @@ struct group_config {
 	struct group_volume_config volumes[JOURNAL_MAX_VOLUMES];
 	uint64_t marker_interval_ms;     /* idle marker period; default 1000 */
 	uint64_t checkpoint_interval_ms; /* default 1000 */
+	struct group_pair_config pair;
 	/* Runtime only (a daemon option, not saved): data volumes through the page
 	 * cache instead of O_DIRECT. Durability is unchanged - it comes from the
 	 * journal - but reads can hit the cache and volume writes are memcpys. */
@@ -138,6 +202,9 @@ struct group_stats {
 	uint64_t journal_size, journal_used;
 	uint64_t journal_bytes_written, journal_payload_bytes;
 	uint64_t redone_records; /* replayed onto volumes at open */
+	uint64_t base_records, base_zero_records, base_bytes, base_rereads;
+	uint64_t replayed_records;
+	uint64_t applied_seq;    /* every record <= this is in the volumes (maybe not synced) */
 	bool failed;
 	int failed_err;
 };
@@ -156,6 +223,16 @@ void group_close(struct group *g);
 
 void group_io_submit(struct group *g, struct group_io *io);
 
+/* Secondary role: volumes read-only to hosts, no markers of its own; records
+ * come only through GROUP_IO_REPLAY. */
+void group_set_secondary(struct group *g, bool on);
+/* Sync mode (primary): a host write is answered only once the secondary holds
+ * it (group_set_remote_durable) - and, as always, once it is durable here. */
+void group_set_sync(struct group *g, bool on);
+void group_set_remote_durable(struct group *g, uint64_t seq);
+/* Every record <= this is applied to the volumes (maybe not fsynced). */
+uint64_t group_applied_seq(const struct group *g);
+
 const char *group_name(const struct group *g);
 unsigned group_nvolumes(const struct group *g);
 struct volume *group_volume(struct group *g, unsigned idx);
@@ -163,6 +240,10 @@ struct volume *group_find_volume(struct group *g, const char *name);
 struct journal *group_journal(struct group *g);
 void group_get_stats(const struct group *g, struct group_stats *ret);
 const struct group_config *group_get_config(const struct group *g);
+
+const char *pair_role_name(enum pair_role role);
+const char *pair_state_name(enum pair_state state);
+const char *pair_mode_name(enum pair_mode mode);
 
 /* Group config persistence (group_config.c): JSON in STATE_DIR/groups/NAME.json. */
 int group_config_save(const struct group_config *cfg, const char *dir);

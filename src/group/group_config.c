@@ -47,6 +47,128 @@ fsync_dir(const char *dir)
 	return r;
 }
 
+static const char *const role_names[] = {"none", "primary", "secondary"};
+static const char *const state_names[] = {"SMPL", "COPY", "PAIR"};
+static const char *const mode_names[] = {"async", "sync"};
+
+const char *
+pair_role_name(enum pair_role role)
+{
+	return (unsigned)role < ARRAY_SIZE(role_names) ? role_names[role] : "?";
+}
+
+const char *
+pair_state_name(enum pair_state state)
+{
+	return (unsigned)state < ARRAY_SIZE(state_names) ? state_names[state] : "?";
+}
+
+const char *
+pair_mode_name(enum pair_mode mode)
+{
+	return (unsigned)mode < ARRAY_SIZE(mode_names) ? mode_names[mode] : "?";
+}
+
+static int
+name_index(const char *const *names, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(names[i], name))
+			return (int)i;
+	}
+	return -1;
+}
+
+/* Seeds and ids are full 64-bit values: stored as hex strings, since JSON
+ * integers are signed. */
+static json_t *
+pair_to_json(const struct group_pair_config *p)
+{
+	char id[24], seed[24];
+	json_t *o, *map = json_array();
+
+	snprintf(id, sizeof(id), "%016llx", (unsigned long long)p->id);
+	snprintf(seed, sizeof(seed), "%016llx", (unsigned long long)p->primary_seed);
+	for (unsigned i = 0; map && i < p->nvolmap; i++)
+		json_array_append_new(map, json_integer(p->volmap[i]));
+	o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:b, s:I, s:I, s:I}", "role",
+			 pair_role_name(p->role), "state", pair_state_name(p->state), "mode",
+			 pair_mode_name(p->mode), "remote", p->remote, "peer_site", p->peer_site,
+			 "id", id, "start_seq", (json_int_t)p->start_seq, "primary_seed", seed,
+			 "initial_copy", p->initial_copy, "copy_volume", (json_int_t)p->copy_volume,
+			 "copy_offset", (json_int_t)p->copy_offset, "copy_end_seq",
+			 (json_int_t)p->copy_end_seq);
+	if (!o || !map) {
+		json_decref(o);
+		json_decref(map);
+		return NULL;
+	}
+	json_object_set_new(o, "volume_map", map);
+	json_object_set_new(o, "confirmed", json_boolean(p->confirmed));
+	return o;
+}
+
+static int
+pair_from_json(json_t *o, struct group_pair_config *p, char *err, size_t errlen)
+{
+	const char *role, *state, *mode, *remote = "", *site = "", *id, *seed;
+	json_int_t start = 0, cvol = 0, coff = 0, cend = 0;
+	int copy = 0, ri, si, mi;
+	json_error_t jerr;
+
+	if (json_unpack_ex(o, &jerr, 0, "{s:s, s:s, s:s, s?s, s?s, s:s, s:I, s:s, s?b, s?I, s?I, s?I}",
+			   "role", &role, "state", &state, "mode", &mode, "remote", &remote,
+			   "peer_site", &site, "id", &id, "start_seq", &start, "primary_seed",
+			   &seed, "initial_copy", &copy, "copy_volume", &cvol, "copy_offset", &coff,
+			   "copy_end_seq", &cend)) {
+		snprintf(err, errlen, "pair: %s", jerr.text);
+		return -EINVAL;
+	}
+	ri = name_index(role_names, ARRAY_SIZE(role_names), role);
+	si = name_index(state_names, ARRAY_SIZE(state_names), state);
+	mi = name_index(mode_names, ARRAY_SIZE(mode_names), mode);
+	if (ri <= 0 || si < 0 || mi < 0 || start < 0 || cvol < 0 || coff < 0 || cend < 0 ||
+	    strlen(remote) >= sizeof(p->remote) || strlen(site) >= sizeof(p->peer_site)) {
+		snprintf(err, errlen, "pair: invalid role, state, mode or progress");
+		return -EINVAL;
+	}
+	memset(p, 0, sizeof(*p));
+	p->role = (enum pair_role)ri;
+	p->state = (enum pair_state)si;
+	p->mode = (enum pair_mode)mi;
+	snprintf(p->remote, sizeof(p->remote), "%s", remote);
+	snprintf(p->peer_site, sizeof(p->peer_site), "%s", site);
+	p->id = strtoull(id, NULL, 16);
+	p->primary_seed = strtoull(seed, NULL, 16);
+	p->start_seq = (uint64_t)start;
+	p->initial_copy = copy;
+	p->copy_volume = (unsigned)cvol;
+	p->copy_offset = (uint64_t)coff;
+	p->copy_end_seq = (uint64_t)cend;
+	p->confirmed = json_is_true(json_object_get(o, "confirmed"));
+	{
+		json_t *map = json_object_get(o, "volume_map"), *e;
+		size_t i;
+
+		if (map && (!json_is_array(map) || json_array_size(map) > JOURNAL_MAX_VOLUMES)) {
+			snprintf(err, errlen, "pair: invalid volume_map");
+			return -EINVAL;
+		}
+		json_array_foreach(map, i, e)
+		{
+			json_int_t v = json_integer_value(e);
+
+			if (!json_is_integer(e) || v < 0 || v >= JOURNAL_MAX_VOLUMES) {
+				snprintf(err, errlen, "pair: invalid volume_map entry %zu", i);
+				return -EINVAL;
+			}
+			p->volmap[i] = (uint16_t)v;
+			p->nvolmap = (unsigned)i + 1;
+		}
+	}
+	return 0;
+}
+
 int
 group_config_save(const struct group_config *cfg, const char *dir)
 {
@@ -66,6 +188,14 @@ group_config_save(const struct group_config *cfg, const char *dir)
 			 (json_int_t)cfg->checkpoint_interval_ms, "volumes", vols);
 	if (!root)
 		return -ENOMEM;
+	if (cfg->pair.role != PAIR_ROLE_NONE) {
+		json_t *p = pair_to_json(&cfg->pair);
+
+		if (!p || json_object_set_new(root, "pair", p)) {
+			r = -ENOMEM;
+			goto out;
+		}
+	}
 	for (unsigned i = 0; i < cfg->nvolumes; i++) {
 		json_t *v = json_pack("{s:s, s:s, s:I}", "name", cfg->volumes[i].name, "path",
 				      cfg->volumes[i].path, "size",
@@ -112,7 +242,7 @@ group_config_load(const char *file, struct group_config *ret, char *err, size_t 
 {
 	struct group_config cfg = {0};
 	json_error_t jerr;
-	json_t *root, *vols, *v;
+	json_t *root, *vols, *v, *pair;
 	const char *name = NULL, *journal = NULL;
 	json_int_t jsize = 0, marker = 0, ckpt = 0, version = 0;
 	size_t i;
@@ -145,6 +275,15 @@ group_config_load(const char *file, struct group_config *ret, char *err, size_t 
 	cfg.journal_size = (uint64_t)jsize;
 	cfg.marker_interval_ms = (uint64_t)marker;
 	cfg.checkpoint_interval_ms = (uint64_t)ckpt;
+	pair = json_object_get(root, "pair");
+	if (pair) {
+		char perr[256];
+
+		if (pair_from_json(pair, &cfg.pair, perr, sizeof(perr)) < 0) {
+			snprintf(err, errlen, "%s: %s", file, perr);
+			goto out;
+		}
+	}
 	cfg.journal_path = strdup(journal);
 	if (!cfg.journal_path) {
 		r = -ENOMEM;

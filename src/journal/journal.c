@@ -30,17 +30,28 @@
  * the written_seq it captured, and batches keep going out while it runs, so
  * the next flush covers more of them.
  *
- * Space. Released up to tail = min(checkpoint, consumers' released + 1,
- * durable + 1), at batch granularity: the index remembers where each
- * retained batch starts (seq, lpos), so the tail moves to the start of the
- * batch holding the first record still needed, and a retained record can be
- * found again by seq (for the replication reader). The superblock carrying
- * the new tail is written asynchronously (one write in flight, coalescing
- * the rest, alternating copies A/B); the space is reused only once that
- * write completed.
+ * Index. For every retained record there is an entry (seq, lpos, len) at
+ * or before it: one at each batch start and one every JOURNAL_IDX_GRANULE
+ * record bytes inside a batch (after recovery: each run of contiguous
+ * records, cut likewise). Within an entry records stand back to back, so an
+ * entry spans less than a granule plus one maximal record, and never
+ * crosses the end of the area.
  *
- * Not here: deciding when to checkpoint (the group does), reading records
- * back for replication (the index makes it possible; no API yet).
+ * Space. Released up to tail = min(checkpoint, consumers' released + 1,
+ * durable + 1), at index granularity: the tail moves to the start of the
+ * entry holding the first record still needed. The superblock carrying the
+ * new tail is written asynchronously (one write in flight, coalescing the
+ * rest, alternating copies A/B); the space is reused only once that write
+ * completed.
+ *
+ * Reading back. journal_reader.c reads retained durable records by seq for
+ * the replication sender (journal_read_records): the index finds the entry
+ * holding a seq and gives the exact byte extent of the entries after it, so
+ * the range a read returns is decided before the read is issued. The reader
+ * shares this file's state through journal_internal.h; journal_close() waits
+ * for its reads.
+ *
+ * Not here: deciding when to checkpoint (the group does).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,144 +68,59 @@
 #include "io/io.h"
 #include "journal/journal_internal.h"
 
-/* A batch holds at least one maximal record, and 2 MiB is enough for the
- * device to run at its streaming rate. */
-#define JOURNAL_BATCH_CAP (2u << 20)
-_Static_assert(JOURNAL_BATCH_CAP >= JOURNAL_MAX_PAYLOAD + JOURNAL_REC_HDR_SIZE, "batch cap");
-/* Outstanding (submitted, not yet retired) batches: enough to keep a device
- * queue busy; more only adds latency to each commit. */
-#define JOURNAL_MAX_INFLIGHT 4u
-/* In flight, plus one filling, plus one sealed and waiting. */
-#define JOURNAL_NBATCHES (JOURNAL_MAX_INFLIGHT + 2u)
-#define JOURNAL_INDEX_INIT 1024u
-
-enum batch_state {
-	BATCH_FREE = 0,
-	BATCH_OPEN,
-	BATCH_READY,
-	BATCH_INFLIGHT,
-	BATCH_DONE,
-};
-
-struct journal_batch {
-	struct io_req req; /* first: completions dispatch on it */
-	struct journal *j;
-	uint8_t *buf; /* JOURNAL_BATCH_CAP bytes, 4096-aligned, owned; the
-	               * kernel's while INFLIGHT */
-	uint32_t len; /* bytes of records packed in */
-	uint32_t nrecords;
-	uint64_t first_seq; /* of its records */
-	uint64_t last_seq;
-	uint64_t lpos;  /* where it is written (from submit on) */
-	uint64_t order; /* submit order: durability follows it */
-	int res;        /* DONE: the write's result */
-	bool dsync;     /* written with RWF_DSYNC: durable on completion */
-	enum batch_state state;
-};
-
-/* Start of a retained batch (or, after recovery, of a run of records). */
-struct journal_idx {
-	uint64_t seq;
-	uint64_t lpos;
-};
-
-/* Everything below belongs to the engine's thread. */
-struct journal {
-	int fd; /* O_RDWR | O_DIRECT, owned */
-	struct io_engine *io;
-	const struct journal_ops *ops;
-	void *arg;
-
-	struct journal_sb sb; /* as last persisted (tail, ckpt, gen, epoch) */
-	unsigned sb_slot;     /* copy holding sb: 0 = A, 1 = B */
-
-	uint64_t head_lpos;     /* end of the last submitted batch */
-	uint64_t submitted_seq; /* first seq not submitted yet */
-	uint64_t next_seq;      /* seq the next append gets */
-	uint64_t written_seq;   /* every record <= this is written (maybe not durable) */
-	uint64_t durable_seq;   /* every record <= this is durable */
-	uint64_t ckpt_req;      /* highest checkpoint the caller asked for */
-	struct {
-		uint64_t id, released_seq, received_seq;
-	} cons[JOURNAL_MAX_CONSUMERS]; /* live consumer state (persisted lazily) */
-
-	struct journal_batch batches[JOURNAL_NBATCHES];
-	struct journal_batch *open;                    /* filling, or NULL */
-	struct journal_batch *ready[JOURNAL_NBATCHES]; /* sealed, FIFO */
-	unsigned nready;
-	unsigned noutstanding; /* INFLIGHT + DONE */
-	uint64_t next_order;   /* order of the next submitted batch */
-	uint64_t retire_order; /* order of the oldest outstanding batch */
-	bool commit_wanted;    /* commit asked for while the open batch couldn't go */
-	bool want_space;       /* an append got -EAGAIN: call on_space */
-	bool in_pump, pump_again;
-
-	/* Ring of retained batch starts, seq ascending. */
-	struct journal_idx *idx;
-	size_t idx_cap, idx_head, idx_len;
-
-	/* Group flush: one fdatasync in flight, making records <= flush_target durable. */
-	struct io_req flush_req;
-	uint64_t flush_target;
-	bool flush_inflight;
-
-	/* Superblock writer: one write in flight, the rest coalesced. */
-	struct io_req sb_req;
-	uint8_t *sb_buf;           /* 4096 bytes, aligned, owned; the kernel's while in flight */
-	struct journal_sb sb_next; /* what the write in flight persists */
-	unsigned sb_next_slot;
-	bool sb_inflight, sb_dirty;
-
-	bool failed; /* sticky */
-	bool error_reported;
-	bool closing;
-	int error;
-
-	uint64_t bytes_written, payload_bytes, records, nbatches, last_timestamp_ns;
-};
-
 static void journal_pump(struct journal *j);
 static void journal_sb_kick(struct journal *j);
 
-/* --- index of retained batches --- */
-
-static struct journal_idx *
-idx_at(const struct journal *j, size_t i)
-{
-	return &j->idx[(j->idx_head + i) % j->idx_cap];
-}
+/* --- index of retained records --- */
 
 static int
-idx_push(struct journal *j, uint64_t seq, uint64_t lpos)
+idx_push(struct journal *j, uint64_t seq, uint64_t lpos, uint32_t len)
 {
 	if (j->idx_len == j->idx_cap) {
-		/* Grows rarely: the ring is bounded by the retained batches, at
-		 * most area_size / align of them. */
+		/* Grows rarely: the ring is bounded by the retained entries, at
+		 * most area_size / min(align, granule) of them. */
 		size_t cap = j->idx_cap * 2;
 		struct journal_idx *n = calloc(cap, sizeof(*n));
 
 		if (!n)
 			return -ENOMEM;
 		for (size_t i = 0; i < j->idx_len; i++)
-			n[i] = *idx_at(j, i);
+			n[i] = *journal_idx_at(j, i);
 		free(j->idx);
 		j->idx = n;
 		j->idx_cap = cap;
 		j->idx_head = 0;
 	}
-	*idx_at(j, j->idx_len) = (struct journal_idx){.seq = seq, .lpos = lpos};
+	*journal_idx_at(j, j->idx_len) = (struct journal_idx){.seq = seq, .lpos = lpos, .len = len};
 	j->idx_len++;
 	return 0;
 }
 
+size_t
+journal_idx_find(const struct journal *j, uint64_t seq)
+{
+	size_t lo = 0, hi = j->idx_len;
+
+	/* Largest entry with entry.seq <= seq. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (journal_idx_at(j, mid)->seq <= seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo == 0 ? j->idx_len : lo - 1;
+}
+
 /* The retained position to keep from so that every record >= seq is kept:
- * the start of the batch holding seq, or the head when seq is past every
+ * the start of the entry holding seq, or the head when seq is past every
  * submitted record. Never before the persisted tail. */
 static struct journal_idx
 idx_locate(const struct journal *j, uint64_t seq)
 {
 	struct journal_idx cur = {.seq = j->sb.tail_seq, .lpos = j->sb.tail_lpos};
-	size_t lo = 0, hi = j->idx_len;
+	size_t i;
 
 	if (seq <= cur.seq)
 		return cur;
@@ -203,20 +129,10 @@ idx_locate(const struct journal *j, uint64_t seq)
 		 * durable when this is reached. */
 		return (struct journal_idx){.seq = j->submitted_seq, .lpos = j->head_lpos};
 	}
-	/* Largest entry with entry.seq <= seq. */
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (idx_at(j, mid)->seq <= seq)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo == 0)
+	i = journal_idx_find(j, seq);
+	if (i == j->idx_len || journal_idx_at(j, i)->seq <= cur.seq)
 		return cur;
-	if (idx_at(j, lo - 1)->seq <= cur.seq)
-		return cur;
-	return *idx_at(j, lo - 1);
+	return *journal_idx_at(j, i);
 }
 
 /* Forgets the batches wholly before the persisted tail. */
@@ -227,7 +143,7 @@ idx_trim(struct journal *j)
 
 	while (j->idx_len) {
 		bool released =
-		    j->idx_len > 1 ? idx_at(j, 1)->seq <= tail : tail >= j->submitted_seq;
+		    j->idx_len > 1 ? journal_idx_at(j, 1)->seq <= tail : tail >= j->submitted_seq;
 
 		if (!released)
 			break;
@@ -416,6 +332,7 @@ batch_get_free(struct journal *j)
 			b->len = 0;
 			b->nrecords = 0;
 			b->first_seq = b->last_seq = 0;
+			b->nmarks = 0;
 			return b;
 		}
 	}
@@ -466,9 +383,14 @@ batch_submit(struct journal *j, struct journal_batch *b, uint64_t lpos, uint32_t
 	j->submitted_seq = b->last_seq + 1;
 	j->bytes_written += padded;
 	j->nbatches++;
-	if (idx_push(j, b->first_seq, lpos) < 0) {
-		/* Without its index entry the tail could skip this batch. */
-		journal_fail(j, -ENOMEM);
+	for (unsigned m = 0; m < b->nmarks; m++) {
+		uint32_t end = m + 1 < b->nmarks ? b->mark_off[m + 1] : b->len;
+
+		if (idx_push(j, b->mark_seq[m], lpos + b->mark_off[m], end - b->mark_off[m]) < 0) {
+			/* Without its index entries the tail could skip this batch. */
+			journal_fail(j, -ENOMEM);
+			break;
+		}
 	}
 	/* Alone on an idle journal (QD1, FUA-heavy hosts), one DSYNC write is one
 	 * round trip instead of a write and then an fdatasync. Under load the
@@ -624,6 +546,7 @@ journal_recover(struct journal *j, const char *path)
 	struct journal_scan scan;
 	uint64_t run_lpos = 0, run_end = 0;
 	bool have_run = false;
+	const uint64_t area = j->sb.area_size;
 	int fd, r;
 
 	/* Recovery reads through the page cache with its own read-ahead
@@ -648,15 +571,19 @@ journal_recover(struct journal *j, const char *path)
 		if (r <= 0)
 			break;
 		/* One index entry per run of contiguous records, cut every
-		 * batch-size so the tail can still advance in steps. */
-		if (!have_run || lpos != run_end || lpos - run_lpos >= JOURNAL_BATCH_CAP) {
-			r = idx_push(j, rec.seq, lpos);
+		 * granule as the writer does, and at the end of the area: two
+		 * batches can touch there, but an entry never crosses it. */
+		if (!have_run || lpos != run_end || lpos - run_lpos >= JOURNAL_IDX_GRANULE ||
+		    lpos % area == 0) {
+			r = idx_push(j, rec.seq, lpos, 0);
 			if (r < 0)
 				break;
 			run_lpos = lpos;
 			have_run = true;
 		}
 		run_end = lpos + JOURNAL_REC_HDR_SIZE + rec.payload_len;
+		/* < granule + one record: fits */
+		journal_idx_at(j, j->idx_len - 1)->len = (uint32_t)(run_end - run_lpos);
 		j->last_timestamp_ns = rec.timestamp_ns;
 		if (rec.seq >= j->sb.ckpt_seq && j->ops->redo) {
 			r = j->ops->redo(j->arg, &rec, payload);
@@ -813,13 +740,15 @@ journal_close(struct journal *j)
 	j->closing = true;
 	journal_commit(j);
 	/* Drain: completions submit what the in-flight limit held back. What
-	 * still can't go (no space) was never durable, so never acknowledged. */
-	while (io_engine_pending(j->io) || j->noutstanding || j->sb_inflight) {
+	 * still can't go (no space) was never durable, so never acknowledged.
+	 * Reads in flight complete too (their done runs from here); new ones
+	 * are refused while closing. */
+	while (io_engine_pending(j->io) || j->noutstanding || j->sb_inflight || j->nreads) {
 		r = io_engine_drain(j->io);
 		if (r < 0)
 			break;
 	}
-	if (r < 0 && (j->noutstanding || j->sb_inflight)) {
+	if (r < 0 && (j->noutstanding || j->sb_inflight || j->nreads)) {
 		/* XXX: the engine is broken and may still own our buffers;
 		 * leaking them is the only safe choice. */
 		log_debug("journal: close: drain failed (%s), leaking the journal",
@@ -862,6 +791,13 @@ journal_append(struct journal *j, struct journal_rec *rec, const void *payload)
 			return -EAGAIN;
 		}
 		j->open = b;
+	}
+	/* A new index entry at the batch start, then every granule. */
+	if (!b->nmarks || b->len - b->mark_off[b->nmarks - 1] >= JOURNAL_IDX_GRANULE) {
+		JRBD_VERIFY(b->nmarks < JOURNAL_BATCH_MARKS);
+		b->mark_seq[b->nmarks] = j->next_seq;
+		b->mark_off[b->nmarks] = b->len;
+		b->nmarks++;
 	}
 	rec->seq = j->next_seq++;
 	rec->epoch = j->sb.epoch;

@@ -136,10 +136,16 @@ struct journal_format_opts {
 	unsigned nvolumes;
 	const char *const *volumes;
 	enum journal_role role;
+	/* Seq of the first record (0 means 1). A restore journal starts at the
+	 * primary's seq where the pair began, so both journals number records
+	 * alike. */
+	uint64_t first_seq;
 };
 /* Creates or overwrites a journal at path: sizes the file, zero-fills the
  * record area (so later O_DIRECT writes don't convert unwritten extents), and
- * writes both superblock copies. -EINVAL when smaller than JOURNAL_MIN_SIZE. */
+ * writes both superblock copies with tail_seq = ckpt_seq = first_seq (an
+ * empty log whose first record gets first_seq). -EINVAL when smaller than
+ * JOURNAL_MIN_SIZE or first_seq > INT64_MAX. */
 int journal_format(const char *path, const struct journal_format_opts *opts);
 
 /* --- The live journal (journal.c) --- */
@@ -159,7 +165,7 @@ struct journal_stats {
 	uint64_t head_lpos, tail_lpos;
 	uint64_t tail_seq;       /* oldest retained record */
 	uint64_t next_seq;       /* seq the next append gets */
-	uint64_t durable_seq;    /* every record <= this is durable (0: none yet) */
+	uint64_t durable_seq;    /* every record <= this is durable (first seq - 1: none yet) */
 	uint64_t ckpt_seq;       /* records < this are durable in the data volumes */
 	uint64_t bytes_written;  /* journal device bytes written by batches since open */
 	uint64_t payload_bytes;  /* record payload bytes appended since open */
@@ -179,8 +185,9 @@ struct journal_stats {
 int journal_open(const char *path, struct io_engine *io, const struct journal_ops *ops, void *arg,
 		 struct journal **ret);
 /* NULL is a no-op. Commits, waits for in-flight writes (on_durable/on_error may
- * still run, on_space doesn't), writes the final superblock, frees. Records that
- * never fit in the journal were never durable, so never acknowledged: dropped. */
+ * still run, on_space doesn't) and reads (their done runs), writes the final
+ * superblock, frees. Records that never fit in the journal were never durable,
+ * so never acknowledged: dropped. */
 void journal_close(struct journal *j);
 
 /* Appends a record. In: kind, flags, volume, offset, length, payload_len.
@@ -194,10 +201,11 @@ void journal_commit(struct journal *j);
 
 /* Records with seq < ckpt_seq are durable in the data volumes (the caller
  * fsynced them). Persists the superblock asynchronously and may release space.
- * Never moves back; capped at durable_seq + 1. Persisted at batch granularity:
- * the superblock's checkpoint is the start of the batch holding ckpt_seq, so
- * redo after a restart may replay a few records before ckpt_seq (harmless:
- * redo replays in order up to the end of the log). */
+ * Never moves back; capped at durable_seq + 1. Persisted at index granularity:
+ * the superblock's checkpoint is the start of the batch holding ckpt_seq (or
+ * of its 256 KiB step inside a big batch), so redo after a restart may replay
+ * a few records before ckpt_seq (harmless: redo replays in order up to the end
+ * of the log). */
 void journal_set_checkpoint(struct journal *j, uint64_t ckpt_seq);
 
 /* Consumers keep records until they release them (replication); persisted in
@@ -208,6 +216,65 @@ void journal_set_checkpoint(struct journal *j, uint64_t ckpt_seq);
 int journal_consumer_add(struct journal *j, uint64_t id);
 int journal_consumer_remove(struct journal *j, uint64_t id);
 int journal_consumer_release(struct journal *j, uint64_t id, uint64_t released_seq);
+
+/*
+ * Reading retained records back by seq (the replication sender).
+ *
+ * Fills out with records exactly as stored (64-byte header + payload each,
+ * packed back to back, no padding) with consecutive seqs from req->from_seq,
+ * never beyond req->max_seq or durable_seq, nor past req->max_bytes of
+ * record bytes, except that the record at from_seq is always returned (it
+ * fits in out_cap). A read may return fewer records than that allows: the
+ * range is decided from the journal's index (a batch start, then a point
+ * every 256 KiB of records inside a batch), it stays on one lap of the
+ * circular area, and one read is bounded; the next call continues. A
+ * max_bytes smaller than an index step (up to 256 KiB + one maximal
+ * record) may get one record per call.
+ *
+ * When the call returns 0, first_seq (= from_seq), last_seq and nrecords
+ * are decided, so the caller can start the next read at last_seq + 1 right
+ * away, before this one completes. The records then come with done: out_len
+ * and newest_ts_ns are set, and with res 0 out holds exactly nrecords
+ * records first_seq..last_seq. One O_DIRECT read through the io engine per
+ * call; each record's checksums, seq, kind and length are verified. done
+ * runs from an engine completion, never inside the call, and may reuse or
+ * free r (the journal no longer touches it).
+ *
+ * Returned by the call (done not called): 0; -EINVAL bad arguments (no out
+ * or done, out_cap < JOURNAL_MAX_PAYLOAD + JOURNAL_REC_HDR_SIZE, max_seq <
+ * from_seq); -ENOENT from_seq was released (< tail_seq); -EAGAIN nothing
+ * durable at from_seq yet; -EIO the journal has FAILED; -ECANCELED the
+ * journal is closing; -ENOMEM.
+ * Passed to done: 0; -EBADMSG/-EPROTO a record on disk is damaged (the whole
+ * read fails); -ENOENT records were released while the read was in flight;
+ * -EIO the read failed (the journal does not become FAILED for it).
+ *
+ * Several reads may be in flight. The records stay retained only while a
+ * consumer holds them (the caller's job). journal_close() waits for reads in
+ * flight, and their done runs from inside it.
+ */
+struct journal_read_req {
+	uint64_t from_seq;
+	uint64_t max_seq;   /* UINT64_MAX: up to durable */
+	uint32_t max_bytes; /* of record bytes returned */
+	uint8_t *out;       /* caller's buffer; the journal's until done */
+	uint32_t out_cap;   /* >= JOURNAL_MAX_PAYLOAD + JOURNAL_REC_HDR_SIZE */
+	void (*done)(struct journal_read_req *r, int res);
+	void *arg;
+	/* Results. first_seq/last_seq/nrecords are decided when the call returns
+	 * 0; out_len and newest_ts_ns come with done. */
+	uint64_t first_seq, last_seq;
+	uint32_t nrecords;
+	uint32_t out_len;
+	uint64_t newest_ts_ns; /* timestamp of the last record returned */
+	/* Private to the journal (journal_reader.c), set while in flight. */
+	struct journal *j;
+	uint8_t *rbuf;      /* aligned read buffer, owned while in flight */
+	uint32_t rbuf_len;
+	uint64_t rlpos;     /* logical position rbuf starts at */
+	struct io_req *ioreq;
+};
+int journal_read_records(struct journal *j, struct journal_read_req *r);
 
 void journal_get_stats(const struct journal *j, struct journal_stats *ret);
 const struct journal_sb *journal_get_sb(const struct journal *j);

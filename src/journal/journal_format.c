@@ -123,6 +123,10 @@ check_opts(const struct journal_format_opts *opts)
 		return -EINVAL;
 	if (opts->size && opts->size < JOURNAL_MIN_SIZE)
 		return -EINVAL;
+	/* Seqs stay below 2^63: JSON (the dump, ctl) carries them as signed
+	 * 64-bit integers, and seq + 1 never overflows. */
+	if (opts->first_seq > (uint64_t)INT64_MAX)
+		return -EINVAL;
 	return 0;
 }
 
@@ -202,7 +206,9 @@ journal_format(const char *path, const struct journal_format_opts *opts)
 	sb.area_size = area_size;
 	sb.epoch = 0;
 	sb.tail_lpos = sb.ckpt_lpos = 0;
-	sb.tail_seq = sb.ckpt_seq = 1;
+	/* An empty log: the first record gets tail_seq, and everything
+	 * before it counts as checkpointed. */
+	sb.tail_seq = sb.ckpt_seq = opts->first_seq ? opts->first_seq : 1;
 	sb.created_ns = sb.updated_ns = util_now_ns();
 	snprintf(sb.group, sizeof(sb.group), "%s", opts->group);
 	sb.nvolumes = (uint16_t)opts->nvolumes;
@@ -234,8 +240,9 @@ journal_format(const char *path, const struct journal_format_opts *opts)
 	}
 	if (created)
 		r = fsync_parent(path);
-	log_debug("journal '%s': formatted, %" PRIu64 " bytes, area %" PRIu64 ", align %u", path,
-	          size, area_size, sb.align);
+	log_debug("journal '%s': formatted, %" PRIu64 " bytes, area %" PRIu64
+	          ", align %u, first seq %" PRIu64,
+	          path, size, area_size, sb.align, sb.tail_seq);
 out:
 	free(sbbuf);
 	close(fd);

@@ -305,6 +305,197 @@ Test(journal, format_writes_both_superblocks)
 	cr_assert(ne(u64, a.seed, b.seed));
 }
 
+/* --- first_seq --- */
+
+static char *dump_to_string(bool json, int *ret);
+
+static void
+format_at(uint64_t size, uint64_t first_seq)
+{
+	const char *vols[] = {"alpha", "beta"};
+	struct journal_format_opts o = {
+	    .size = size,
+	    .group = "g1",
+	    .nvolumes = 2,
+	    .volumes = vols,
+	    .role = JOURNAL_ROLE_RESTORE,
+	    .first_seq = first_seq,
+	};
+	int r = journal_format(jpath, &o);
+
+	cr_assert(eq(int, r, 0), "journal_format: %s", strerror(-r));
+}
+
+static struct journal_sb
+read_sb(void)
+{
+	static uint8_t buf[8192];
+	struct journal_sb sb;
+	int fd = open(jpath, O_RDONLY);
+
+	cr_assert(ge(int, fd, 0));
+	cr_assert(eq(long, pread(fd, buf, sizeof(buf), 0), (long)sizeof(buf)));
+	close(fd);
+	cr_assert(eq(int, journal_sb_pick(buf, &sb, NULL), 0));
+	return sb;
+}
+
+Test(journal, format_first_seq_zero_means_one)
+{
+	struct journal_sb sb;
+
+	format_at(16 * MiB, 0);
+	sb = read_sb();
+	cr_assert(eq(u64, sb.tail_seq, 1));
+	cr_assert(eq(u64, sb.ckpt_seq, 1));
+	format_at(16 * MiB, 1);
+	sb = read_sb();
+	cr_assert(eq(u64, sb.tail_seq, 1));
+}
+
+Test(journal, format_rejects_a_first_seq_json_cannot_carry)
+{
+	const char *vols[] = {"v"};
+	struct journal_format_opts o = {
+	    .size = 16 * MiB,
+	    .group = "g",
+	    .nvolumes = 1,
+	    .volumes = vols,
+	    .role = JOURNAL_ROLE_RESTORE,
+	    .first_seq = (uint64_t)INT64_MAX + 1,
+	};
+	struct stat st;
+
+	cr_assert(eq(int, journal_format(jpath, &o), -EINVAL));
+	cr_assert(eq(int, stat(jpath, &st), -1), "nothing created");
+	o.first_seq = UINT64_MAX;
+	cr_assert(eq(int, journal_format(jpath, &o), -EINVAL));
+	o.first_seq = (uint64_t)INT64_MAX;
+	cr_assert(eq(int, journal_format(jpath, &o), 0));
+	cr_assert(eq(u64, read_sb().tail_seq, (uint64_t)INT64_MAX));
+}
+
+static void
+first_seq_numbers_records(const char *engine_name)
+{
+	struct io_engine *e = engine(engine_name);
+	struct ctx c = {0};
+	struct journal *j;
+	struct journal_sb sb;
+	uint64_t seq = 0;
+
+	format_at(16 * MiB, 1000);
+	sb = read_sb();
+	cr_assert(eq(u64, sb.tail_seq, 1000));
+	cr_assert(eq(u64, sb.ckpt_seq, 1000));
+	cr_assert(eq(u64, sb.tail_lpos, 0));
+	cr_assert(eq(u16, sb.role, JOURNAL_ROLE_RESTORE));
+	/* an empty journal at 1000 */
+	cr_assert(eq(int, dump_quiet(jpath), 0));
+	j = jopen(e, &c);
+	cr_assert(eq(u64, c.redo_n, 0));
+	cr_assert(eq(u64, stats(j).next_seq, 1000));
+	cr_assert(eq(u64, stats(j).tail_seq, 1000));
+	cr_assert(eq(u64, stats(j).durable_seq, 999), "nothing durable yet");
+	cr_assert(eq(u64, stats(j).ckpt_seq, 1000));
+	/* a consumer added now holds from the first record */
+	cr_assert(eq(int, journal_consumer_add(j, 4), 0));
+	drain(e);
+	cr_assert(eq(u64, journal_get_sb(j)->consumers[0].released_seq, 999));
+	cr_assert(eq(int, journal_consumer_release(j, 4, 1000), -EINVAL), "nothing written");
+	for (unsigned i = 0; i < 10; i++) {
+		cr_assert(eq(int, append_write(j, i * 4096ull, 4096, &seq), 0));
+		cr_assert(eq(u64, seq, 1000 + i));
+	}
+	journal_commit(j);
+	drain(e);
+	cr_assert(eq(u64, c.durable_seq, 1009));
+	journal_close(j);
+
+	/* reopen: redo from 1000, and the sequence continues */
+	memset(&c, 0, sizeof(c));
+	j = jopen(e, &c);
+	cr_assert(eq(u64, c.redo_n, 10));
+	cr_assert(eq(u64, c.redo_first, 1000));
+	cr_assert(eq(u64, c.redo_last, 1009));
+	cr_assert(eq(u64, stats(j).next_seq, 1010));
+	cr_assert(eq(u64, stats(j).durable_seq, 1009));
+	cr_assert(eq(int, append_write(j, 0, 512, &seq), 0));
+	cr_assert(eq(u64, seq, 1010));
+	journal_commit(j);
+	drain(e);
+	/* release everything: the tail moves past the records */
+	cr_assert(eq(int, journal_consumer_release(j, 4, 1010), 0));
+	journal_set_checkpoint(j, 1011);
+	drain(e);
+	cr_assert(eq(u64, stats(j).tail_seq, 1011));
+	cr_assert(eq(u64, stats(j).used_bytes, 0));
+	journal_close(j);
+	memset(&c, 0, sizeof(c));
+	j = jopen(e, &c);
+	cr_assert(eq(u64, c.redo_n, 0));
+	cr_assert(eq(u64, stats(j).next_seq, 1011));
+	journal_close(j);
+	io_engine_free(e);
+}
+
+Test(journal, first_seq_numbers_records_sync)
+{
+	first_seq_numbers_records("sync");
+}
+
+Test(journal, first_seq_numbers_records_uring)
+{
+	first_seq_numbers_records("uring");
+}
+
+Test(journal, first_seq_in_the_dump)
+{
+	struct io_engine *e = engine("sync");
+	struct ctx c = {0};
+	struct journal *j;
+	json_t *root, *recs, *sbj;
+	json_error_t jerr;
+	char *s;
+	int r;
+
+	format_at(16 * MiB, 1000);
+	s = dump_to_string(false, &r);
+	cr_assert(eq(int, r, 0), "%s", s);
+	cr_assert(not(eq(ptr, strstr(s, "no records"), NULL)), "%s", s);
+	free(s);
+	j = jopen(e, &c);
+	for (unsigned i = 0; i < 3; i++)
+		cr_assert(eq(int, append_write(j, i * 4096ull, 4096, NULL), 0));
+	journal_close(j);
+
+	s = dump_to_string(false, &r);
+	cr_assert(eq(int, r, 0), "%s", s);
+	cr_assert(not(eq(ptr, strstr(s, "  seq 1000 lpos 0 "), NULL)), "%s", s);
+	cr_assert(not(eq(ptr, strstr(s, "  seq 1002 "), NULL)), "%s", s);
+	cr_assert(eq(ptr, strstr(s, "  seq 1003 "), NULL), "%s", s);
+	cr_assert(not(eq(ptr, strstr(s, "3 records, seq 1000..1002"), NULL)), "%s", s);
+	free(s);
+
+	s = dump_to_string(true, &r);
+	cr_assert(eq(int, r, 0));
+	root = json_loads(s, 0, &jerr);
+	cr_assert(not(eq(ptr, root, NULL)), "bad JSON: %s: %s", jerr.text, s);
+	sbj = json_object_get(root, "superblock");
+	cr_assert(eq(i64, json_integer_value(json_object_get(sbj, "tail_seq")), 1000));
+	cr_assert(eq(i64, json_integer_value(json_object_get(sbj, "ckpt_seq")), 1000));
+	recs = json_object_get(root, "records");
+	cr_assert(eq(sz, json_array_size(recs), 3));
+	cr_assert(
+	    eq(i64, json_integer_value(json_object_get(json_array_get(recs, 0), "seq")), 1000));
+	cr_assert(eq(i64,
+	             json_integer_value(json_object_get(json_object_get(root, "end"), "next_seq")),
+	             1003));
+	json_decref(root);
+	free(s);
+	io_engine_free(e);
+}
+
 /* --- open, append, redo --- */
 
 Test(journal, open_bumps_the_epoch)

@@ -1,0 +1,280 @@
+/*
+ * Reading retained, durable records back by seq: the replication sender at
+ * the primary. Contract: journal_read_records() in journal.h.
+ *
+ * The range is decided at the call, from the index alone (journal.c: an
+ * entry (seq, lpos, len) at each batch start and every JOURNAL_IDX_GRANULE
+ * record bytes, records back to back inside it): the entry holding from_seq
+ * is always taken, then the entries after it while their record bytes fit
+ * in max_bytes and out_cap, they stay on the same lap of the area, and
+ * their records are <= min(max_seq, durable_seq). Since only the part of
+ * the first entry from from_seq on is not known exactly, it is bounded by
+ * the entry's len less one header per record skipped; when even that is
+ * more than the budget, the read returns the one record at from_seq. So
+ * first_seq..last_seq are known when the call returns and the caller can
+ * issue the next read at last_seq + 1 before this one completes.
+ *
+ * One O_DIRECT read through the engine covers [first entry's start aligned
+ * down, last entry's end aligned up) on one lap (so one contiguous physical
+ * extent), at most about the budget + JOURNAL_BATCH_CAP bytes. Its
+ * completion walks the entries captured at the call (the live index may
+ * have moved on), decodes and verifies every record (header and payload
+ * checksums with the journal's seed, seq continuity, kind and length, that
+ * it stays inside its entry, epoch no newer than the journal's), and copies
+ * those >= from_seq into the caller's buffer exactly as stored.
+ *
+ * Records read are only valid while retained: the caller's consumer must
+ * hold them until the read completes. If the tail passed a record while the
+ * read was in flight and its space was reused, the damage it finds is
+ * reported as -ENOENT (released), not -EBADMSG.
+ *
+ * XXX: each read allocates its buffer (up to the budget + 2 MiB) and its
+ * state; a pool sized from the sender's window would keep malloc off this
+ * path.
+ *
+ * Not here: retention (consumers, journal.c), the wire format of what is
+ * sent (src/repl), compression.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/compiler.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "io/io.h"
+#include "journal/journal_internal.h"
+
+/* Record bytes one read returns at most, whatever out_cap and max_bytes
+ * say: keeps the read buffer and the io request length (an int) bounded.
+ * The next call continues. */
+#define JOURNAL_READ_MAX (64u << 20)
+/* Index entries one read covers at most: with one small record per batch
+ * (a lone synchronous writer) this is still thousands of records. */
+#define JOURNAL_READ_MAX_ENTRIES 4096u
+
+/* One read in flight; owned by the journal from the call to done. */
+struct journal_read_state {
+	struct io_req req; /* first: the engine completes it */
+	struct journal_read_req *r;
+	size_t nent;
+	/* Entries covered, as captured at the call: ent[k] holds seqs
+	 * ent[k].seq .. ent[k + 1].seq - 1, the last one up to r->last_seq. */
+	struct journal_idx ent[];
+};
+
+static void journal_read_done(struct io_req *req, int res);
+
+/* Copies the records of the region read into r->out. 0, or -EPROTO /
+ * -EBADMSG with *ret_bad_seq the seq that was expected where it failed. */
+static int
+read_walk(const struct journal *j, const struct journal_read_state *st, uint64_t *ret_bad_seq)
+{
+	struct journal_read_req *r = st->r;
+	uint64_t seq = st->ent[0].seq;
+	int ret = 0;
+
+	for (size_t k = 0; k < st->nent && ret == 0; k++) {
+		const struct journal_idx *e = &st->ent[k];
+		uint64_t stop = k + 1 < st->nent ? st->ent[k + 1].seq - 1 : r->last_seq;
+		/* Captured entries lie inside the read (checked at the call). */
+		size_t off = (size_t)(e->lpos - r->rlpos), end = off + e->len;
+
+		if (e->seq != seq) {
+			ret = -EPROTO; /* our bug: the index skipped records */
+			break;
+		}
+		for (; seq <= stop; seq++) {
+			const uint8_t *p = r->rbuf + off;
+			struct journal_rec rec;
+			uint32_t size;
+
+			if (end - off < JOURNAL_REC_HDR_SIZE) {
+				ret = -EPROTO;
+				break;
+			}
+			ret = journal_rec_decode(p, end - off, j->sb.seed, &rec);
+			if (ret < 0)
+				break;
+			/* payload_len <= JOURNAL_MAX_PAYLOAD (decode checked) */
+			size = JOURNAL_REC_HDR_SIZE + rec.payload_len;
+			if (rec.seq != seq || rec.epoch > j->sb.epoch || size > end - off ||
+			    journal_rec_validate(&rec) < 0) {
+				ret = -EPROTO;
+				break;
+			}
+			ret = journal_rec_check_payload(&rec, p + JOURNAL_REC_HDR_SIZE, j->sb.seed);
+			if (ret < 0)
+				break;
+			if (seq >= r->first_seq) {
+				/* The call bounded the range's bytes by out_cap. */
+				if (size > r->out_cap - r->out_len) {
+					assert(false); /* the range is larger than decided */
+					ret = -EPROTO;
+					break;
+				}
+				memcpy(r->out + r->out_len, p, size);
+				r->out_len += size;
+				r->newest_ts_ns = rec.timestamp_ns;
+			}
+			off += size;
+		}
+		/* An entry taken whole ends exactly at its last record. */
+		if (ret == 0 && k + 1 < st->nent && off != end)
+			ret = -EPROTO;
+	}
+	if (ret < 0)
+		*ret_bad_seq = seq;
+	return ret;
+}
+
+static void
+journal_read_done(struct io_req *req, int res)
+{
+	struct journal_read_state *st = container_of(req, struct journal_read_state, req);
+	struct journal_read_req *r = st->r;
+	struct journal *j = r->j;
+	uint64_t bad_seq = 0;
+
+	if (res < 0) {
+		log_debug("journal: read of seq %" PRIu64 "..%" PRIu64 " at lpos %" PRIu64 ": %s",
+		          r->first_seq, r->last_seq, r->rlpos, strerrordesc_np(-res));
+		res = -EIO;
+	} else {
+		res = read_walk(j, st, &bad_seq);
+		if (res < 0 && bad_seq < j->sb.tail_seq) {
+			/* Released and overwritten while the read was in flight. */
+			res = -ENOENT;
+		} else if (res < 0) {
+			log_debug("journal: read: record %" PRIu64 " is damaged (%s)", bad_seq,
+			          strerrordesc_np(-res));
+		}
+	}
+	if (res < 0) {
+		r->out_len = 0;
+		r->newest_ts_ns = 0;
+	}
+	/* done may reuse or free r: nothing of ours may point into it after. */
+	free(r->rbuf);
+	r->rbuf = NULL;
+	r->rbuf_len = 0;
+	r->ioreq = NULL;
+	r->j = NULL;
+	free(st);
+	j->nreads--;
+	r->done(r, res);
+}
+
+/* Bytes of records at and after from_seq in entry e (from_seq inside it):
+ * at most its len less one header per record before from_seq. */
+static uint64_t
+first_entry_bound(const struct journal_idx *e, uint64_t from_seq)
+{
+	uint64_t skipped = (from_seq - e->seq) * JOURNAL_REC_HDR_SIZE;
+
+	return skipped < e->len ? e->len - skipped : 0;
+}
+
+int
+journal_read_records(struct journal *j, struct journal_read_req *r)
+{
+	struct journal_read_state *st;
+	const struct journal_idx *e;
+	uint64_t area, align, lap, start, end, cap_seq, last, budget, limit, total;
+	size_t i, n;
+	uint8_t *buf;
+	uint32_t rlen;
+
+	if (!j || !r || !r->out || !r->done ||
+	    r->out_cap < JOURNAL_MAX_PAYLOAD + JOURNAL_REC_HDR_SIZE || r->max_seq < r->from_seq)
+		return -EINVAL;
+	if (j->failed)
+		return -EIO;
+	if (j->closing)
+		return -ECANCELED;
+	if (r->from_seq < j->sb.tail_seq)
+		return -ENOENT;
+	if (r->from_seq > j->durable_seq)
+		return -EAGAIN;
+
+	/* Every retained submitted record is indexed, and durable ones are
+	 * submitted, so this can't fail. */
+	i = journal_idx_find(j, r->from_seq);
+	if (i == j->idx_len) {
+		assert(false); /* a durable record not indexed */
+		return -EIO;
+	}
+	area = j->sb.area_size;
+	align = j->sb.align;
+	cap_seq = MIN(r->max_seq, j->durable_seq);
+	budget = MIN(MIN((uint64_t)r->max_bytes, (uint64_t)r->out_cap), (uint64_t)JOURNAL_READ_MAX);
+	limit = budget + JOURNAL_BATCH_CAP;
+
+	e = journal_idx_at(j, i);
+	lap = e->lpos / area;
+	start = ALIGN_DOWN(e->lpos, align);
+	end = e->lpos + e->len;
+	last = MIN(journal_idx_end_seq(j, i) - 1, cap_seq);
+	total = first_entry_bound(e, r->from_seq);
+	n = 1;
+	if (total > budget) {
+		/* Not even the rest of this entry surely fits: the one record
+		 * at from_seq does (out_cap holds a maximal one). */
+		last = r->from_seq;
+	} else {
+		for (size_t k = i + 1; k < j->idx_len && last < cap_seq; k++) {
+			e = journal_idx_at(j, k);
+			if (n == JOURNAL_READ_MAX_ENTRIES || e->lpos / area != lap ||
+			    total + e->len > budget ||
+			    ALIGN_UP(e->lpos + e->len, align) - start > limit)
+				break;
+			total += e->len;
+			end = e->lpos + e->len;
+			last = MIN(journal_idx_end_seq(j, k) - 1, cap_seq);
+			n++;
+		}
+	}
+	/* An entry never crosses the area end, so neither does the read. */
+	end = ALIGN_UP(end, align);
+	JRBD_VERIFY(end - start <= limit && end <= (lap + 1) * area);
+	rlen = (uint32_t)(end - start);
+
+	st = malloc(sizeof(*st) + n * sizeof(st->ent[0]));
+	/* O_DIRECT: memory aligned like the page cache (the fd needs <= align). */
+	buf = util_aligned_alloc(4096, rlen);
+	if (!st || !buf) {
+		free(st);
+		free(buf);
+		return -ENOMEM;
+	}
+	memset(st, 0, sizeof(*st));
+	st->r = r;
+	st->nent = n;
+	for (size_t k = 0; k < n; k++)
+		st->ent[k] = *journal_idx_at(j, i + k);
+
+	r->first_seq = r->from_seq;
+	r->last_seq = last;
+	r->nrecords = (uint32_t)(last - r->from_seq + 1); /* <= budget / 64 */
+	r->out_len = 0;
+	r->newest_ts_ns = 0;
+	r->j = j;
+	r->rbuf = buf;
+	r->rbuf_len = rlen;
+	r->rlpos = start;
+	r->ioreq = &st->req;
+
+	st->req.op = IO_OP_READ;
+	st->req.fd = j->fd;
+	st->req.buf = buf;
+	st->req.len = rlen;
+	st->req.offset = journal_phys(&j->sb, start);
+	st->req.done = journal_read_done;
+	st->req.arg = st;
+	j->nreads++;
+	io_engine_queue(j->io, &st->req);
+	return 0;
+}

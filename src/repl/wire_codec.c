@@ -1,0 +1,703 @@
+/*
+ * Replication codec: frames to and from the bytes of include/jrbd/wire.h.
+ *
+ * Pure functions over buffers: no I/O, no allocation, no logging. Everything
+ * here is reachable from the network before authentication (HELLO, AUTH and
+ * ERROR are decoded from any peer), so every length is checked before it is
+ * used, a payload must have exactly the size its type says, reserved bytes
+ * must be zero, and every failure is a return value.
+ *
+ * One set of semantic rules (check_msg()) serves both directions: decode
+ * refuses what it finds (-EPROTO) and encode refuses what it was given
+ * (-EINVAL), so we can never send a message the peer would refuse.
+ *
+ * Strings are fixed-size and NUL-padded. Names (site, group, volumes) must
+ * be NUL-padded with zeros only and hold no control characters: they end up
+ * in logs and file names. An ERROR's free text is the one string that is
+ * sanitized instead (control characters become '?'), so a peer's error
+ * reason is never lost to a strict check.
+ *
+ * Not here: zstd (the caller decompresses JOURNAL_DATA before walking its
+ * records), the handshake (link.c), the meaning of seqs (the pair layer).
+ */
+#include "repl/wire_codec.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#include "common/checked.h"
+
+/* Frame header offsets (the table in wire.h). */
+#define HDR_MAGIC 0
+#define HDR_TYPE 4
+#define HDR_FLAGS 6
+#define HDR_PAYLOAD_LEN 8
+#define HDR_RESERVED 12
+#define HDR_PAYLOAD_CSUM 16
+#define HDR_CSUM 24
+
+/* Payload sizes per type (fixed part). */
+#define HELLO_LEN 104u
+#define AUTH_LEN WIRE_MAC_LEN
+#define ERROR_MIN_LEN 4u
+#define PAIR_CREATE_LEN 96u
+#define VOLUME_LEN (JOURNAL_VOLNAME_LEN + 8u)
+#define PAIR_ATTACH_LEN 88u
+#define PAIR_OK_LEN 16u
+#define READ_JOURNAL_LEN 32u
+#define JOURNAL_DATA_LEN 40u
+#define STATUS_LEN 24u
+#define PRIMARY_STATUS_LEN 40u
+
+/* Largest errno an ERROR may carry (the kernel's MAX_ERRNO). */
+#define WIRE_MAX_ERRNO 4095
+
+_Static_assert(40 + WIRE_SITE_LEN == HELLO_LEN, "HELLO layout");
+_Static_assert(JOURNAL_GROUPNAME_LEN == 64, "PAIR_CREATE/ATTACH group field is 64 bytes");
+_Static_assert(JOURNAL_VOLNAME_LEN == 40, "PAIR_CREATE volume name field is 40 bytes");
+_Static_assert(WIRE_MAX_PAYLOAD - JOURNAL_DATA_LEN >= WIRE_MAX_DATA,
+               "a JOURNAL_DATA of WIRE_MAX_DATA bytes fits in one frame");
+_Static_assert(PAIR_CREATE_LEN + JOURNAL_MAX_VOLUMES * VOLUME_LEN <= WIRE_MAX_PAYLOAD,
+               "PAIR_CREATE with every volume fits in one frame");
+
+/* ---- Little-endian field access ------------------------------------------ */
+
+static inline uint16_t
+get16(const uint8_t *p)
+{
+	uint16_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le16toh(v);
+}
+
+static inline uint32_t
+get32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le32toh(v);
+}
+
+static inline uint64_t
+get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le64toh(v);
+}
+
+static inline void
+put16(uint8_t *p, uint16_t v)
+{
+	v = htole16(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static inline void
+put32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static inline void
+put64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, sizeof(v));
+}
+
+static bool
+all_zero(const uint8_t *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (p[i])
+			return false;
+	}
+	return true;
+}
+
+static bool
+is_control(unsigned char c)
+{
+	return c < 0x20 || c == 0x7f;
+}
+
+/* ---- Strings ------------------------------------------------------------- */
+
+/* A host string for a field of field_len bytes: fits (a full-length string
+ * has no NUL on the wire), no control characters, non-empty if required. */
+static bool
+str_ok(const char *s, size_t field_len, bool allow_empty)
+{
+	size_t n = strnlen(s, field_len + 1);
+
+	if (n > field_len || (n == 0 && !allow_empty))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (is_control((unsigned char)s[i]))
+			return false;
+	}
+	return true;
+}
+
+static void
+put_str(uint8_t *dst, const char *s, size_t field_len)
+{
+	size_t n = strnlen(s, field_len);
+
+	memcpy(dst, s, n);
+	memset(dst + n, 0, field_len - n);
+}
+
+/* Copies a NUL-padded field into dst (field_len + 1 bytes, NUL-terminated).
+ * Bytes after the first NUL must be zero: anything else is garbage a
+ * careless or hostile sender left there. The character checks are
+ * check_msg()'s. */
+static int
+get_str(char *dst, const uint8_t *src, size_t field_len)
+{
+	const uint8_t *nul = memchr(src, 0, field_len);
+	size_t n = nul ? (size_t)(nul - src) : field_len;
+
+	if (!all_zero(src + n, field_len - n))
+		return -EPROTO;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	return 0;
+}
+
+/* ---- Semantic rules, shared by encode and decode ------------------------- */
+
+static bool
+journal_data_ok(const struct wire_journal_data *d)
+{
+	uint64_t span, min_raw;
+
+	if (d->compression != WIRE_COMP_NONE && d->compression != WIRE_COMP_ZSTD)
+		return false;
+	if (d->raw_len > WIRE_MAX_DATA || d->data_len > WIRE_MAX_PAYLOAD - JOURNAL_DATA_LEN)
+		return false;
+	if (d->nrecords == 0) {
+		/* "Nothing new": an empty range right after last_seq. */
+		return d->raw_len == 0 && d->data_len == 0 && d->last_seq != UINT64_MAX &&
+		       d->first_seq == d->last_seq + 1;
+	}
+	if (d->last_seq < d->first_seq)
+		return false;
+	span = d->last_seq - d->first_seq;
+	if (span != (uint64_t)d->nrecords - 1)
+		return false;
+	/* Every record has at least its header. */
+	if (!checked_mul_u64(d->nrecords, JOURNAL_REC_HDR_SIZE, &min_raw) || min_raw > d->raw_len)
+		return false;
+	if (d->data_len == 0)
+		return false;
+	if (d->compression == WIRE_COMP_NONE && d->data_len != d->raw_len)
+		return false;
+	return true;
+}
+
+/* 0 when msg is a message we send and accept, else -EPROTO. */
+static int
+check_msg(const struct wire_msg *msg)
+{
+	const struct wire_pair_create *pc;
+
+	switch (msg->hdr.type) {
+	case WIRE_HELLO:
+		if (msg->u.hello.role != WIRE_ROLE_PRIMARY &&
+		    msg->u.hello.role != WIRE_ROLE_SECONDARY)
+			return -EPROTO;
+		if (!str_ok(msg->u.hello.site, WIRE_SITE_LEN, true))
+			return -EPROTO;
+		return 0;
+	case WIRE_AUTH:
+		return 0;
+	case WIRE_ERROR:
+		if (msg->u.error.code <= 0 || msg->u.error.code > WIRE_MAX_ERRNO)
+			return -EPROTO;
+		if (strnlen(msg->u.error.message, WIRE_MAX_ERROR + 1) > WIRE_MAX_ERROR)
+			return -EPROTO;
+		return 0;
+	case WIRE_PAIR_CREATE:
+		pc = &msg->u.pair_create;
+		if (!str_ok(pc->group, JOURNAL_GROUPNAME_LEN, false))
+			return -EPROTO;
+		if (pc->mode != WIRE_MODE_ASYNC && pc->mode != WIRE_MODE_SYNC)
+			return -EPROTO;
+		if (pc->initial_copy > 1 || pc->nvolumes > JOURNAL_MAX_VOLUMES)
+			return -EPROTO;
+		for (unsigned i = 0; i < pc->nvolumes; i++) {
+			if (!str_ok(pc->volumes[i].name, JOURNAL_VOLNAME_LEN, false))
+				return -EPROTO;
+		}
+		return 0;
+	case WIRE_PAIR_ATTACH:
+		if (!str_ok(msg->u.pair_attach.group, JOURNAL_GROUPNAME_LEN, false))
+			return -EPROTO;
+		if (msg->u.pair_attach.mode != WIRE_MODE_ASYNC &&
+		    msg->u.pair_attach.mode != WIRE_MODE_SYNC)
+			return -EPROTO;
+		return 0;
+	case WIRE_PAIR_OK:
+	case WIRE_READ_JOURNAL:
+	case WIRE_STATUS:
+		return 0;
+	case WIRE_JOURNAL_DATA:
+		return journal_data_ok(&msg->u.journal_data) ? 0 : -EPROTO;
+	case WIRE_PRIMARY_STATUS:
+		if (msg->u.primary_status.state != WIRE_STATE_COPY &&
+		    msg->u.primary_status.state != WIRE_STATE_PAIR)
+			return -EPROTO;
+		return 0;
+	default:
+		return -EPROTO;
+	}
+}
+
+/* ---- Frame header -------------------------------------------------------- */
+
+ssize_t
+wire_frame_peek(const void *buf, size_t len, struct wire_hdr *ret)
+{
+	const uint8_t *p = buf;
+	struct wire_hdr h;
+
+	if (len < WIRE_HDR_SIZE)
+		return 0;
+	if (get32(p + HDR_MAGIC) != WIRE_MAGIC)
+		return -EPROTO;
+	/* The checksum before the fields: a corrupted header is "bad
+	 * checksum", whatever its fields happen to say. */
+	if (get64(p + HDR_CSUM) != XXH3_64bits(p, HDR_CSUM))
+		return -EBADMSG;
+	h.type = get16(p + HDR_TYPE);
+	h.flags = get16(p + HDR_FLAGS);
+	h.payload_len = get32(p + HDR_PAYLOAD_LEN);
+	h.payload_csum = get64(p + HDR_PAYLOAD_CSUM);
+	if (h.flags != 0 || get32(p + HDR_RESERVED) != 0 || h.payload_len > WIRE_MAX_PAYLOAD)
+		return -EPROTO;
+	if (ret)
+		*ret = h;
+	return (ssize_t)(WIRE_HDR_SIZE + h.payload_len);
+}
+
+/* ---- Decode -------------------------------------------------------------- */
+
+static int
+decode_hello(const uint8_t *p, size_t len, struct wire_hello *m)
+{
+	if (len != HELLO_LEN)
+		return -EPROTO;
+	m->version = get32(p + 0);
+	m->role = get32(p + 4);
+	memcpy(m->nonce, p + 8, WIRE_NONCE_LEN);
+	return get_str(m->site, p + 40, WIRE_SITE_LEN);
+}
+
+static int
+decode_error(const uint8_t *p, size_t len, struct wire_error *m)
+{
+	size_t n;
+
+	if (len < ERROR_MIN_LEN || len - ERROR_MIN_LEN > WIRE_MAX_ERROR)
+		return -EPROTO;
+	m->code = (int32_t)get32(p);
+	n = len - ERROR_MIN_LEN;
+	/* Free text from the peer, bound for our logs: neutralize control
+	 * characters (and NULs, which would cut it short) rather than refuse
+	 * it and lose the reason the peer gave. */
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = p[ERROR_MIN_LEN + i];
+
+		m->message[i] = is_control(c) ? '?' : (char)c;
+	}
+	m->message[n] = '\0';
+	return 0;
+}
+
+static int
+decode_pair_create(const uint8_t *p, size_t len, struct wire_pair_create *m)
+{
+	int r;
+
+	if (len < PAIR_CREATE_LEN)
+		return -EPROTO;
+	r = get_str(m->group, p, JOURNAL_GROUPNAME_LEN);
+	if (r < 0)
+		return r;
+	m->pair_id = get64(p + 64);
+	m->start_seq = get64(p + 72);
+	m->primary_seed = get64(p + 80);
+	m->mode = p[88];
+	m->initial_copy = p[89];
+	m->nvolumes = get16(p + 90);
+	if (get32(p + 92) != 0)
+		return -EPROTO;
+	/* The count before the size: it indexes volumes[]. */
+	if (m->nvolumes > JOURNAL_MAX_VOLUMES)
+		return -EPROTO;
+	if (len - PAIR_CREATE_LEN != (size_t)m->nvolumes * VOLUME_LEN)
+		return -EPROTO;
+	for (size_t i = 0; i < m->nvolumes; i++) {
+		const uint8_t *v = p + PAIR_CREATE_LEN + i * VOLUME_LEN;
+
+		r = get_str(m->volumes[i].name, v, JOURNAL_VOLNAME_LEN);
+		if (r < 0)
+			return r;
+		m->volumes[i].size = get64(v + JOURNAL_VOLNAME_LEN);
+	}
+	return 0;
+}
+
+static int
+decode_pair_attach(const uint8_t *p, size_t len, struct wire_pair_attach *m)
+{
+	if (len != PAIR_ATTACH_LEN)
+		return -EPROTO;
+	m->pair_id = get64(p + 64);
+	m->primary_seed = get64(p + 72);
+	m->mode = p[80];
+	if (!all_zero(p + 81, 7))
+		return -EPROTO;
+	return get_str(m->group, p, JOURNAL_GROUPNAME_LEN);
+}
+
+static int
+decode_read_journal(const uint8_t *p, size_t len, struct wire_read_journal *m)
+{
+	if (len != READ_JOURNAL_LEN)
+		return -EPROTO;
+	m->req_id = get64(p + 0);
+	m->received_seq = get64(p + 8);
+	m->restored_seq = get64(p + 16);
+	m->max_bytes = get32(p + 24);
+	if (get32(p + 28) != 0)
+		return -EPROTO;
+	return 0;
+}
+
+static int
+decode_journal_data(const uint8_t *p, size_t len, struct wire_journal_data *m)
+{
+	if (len < JOURNAL_DATA_LEN)
+		return -EPROTO;
+	m->req_id = get64(p + 0);
+	m->first_seq = get64(p + 8);
+	m->last_seq = get64(p + 16);
+	m->nrecords = get32(p + 24);
+	m->raw_len = get32(p + 28);
+	m->compression = p[32];
+	if (!all_zero(p + 33, 7))
+		return -EPROTO;
+	/* len <= WIRE_MAX_PAYLOAD (wire_frame_peek), so this fits. */
+	m->data_len = (uint32_t)(len - JOURNAL_DATA_LEN);
+	m->data = p + JOURNAL_DATA_LEN;
+	return 0;
+}
+
+static int
+decode_primary_status(const uint8_t *p, size_t len, struct wire_primary_status *m)
+{
+	if (len != PRIMARY_STATUS_LEN)
+		return -EPROTO;
+	m->state = p[0];
+	if (!all_zero(p + 1, 7))
+		return -EPROTO;
+	m->written_seq = get64(p + 8);
+	m->copy_done_bytes = get64(p + 16);
+	m->copy_total_bytes = get64(p + 24);
+	m->newest_ts_ns = get64(p + 32);
+	return 0;
+}
+
+static int
+decode_payload(const uint8_t *p, size_t len, struct wire_msg *m)
+{
+	switch (m->hdr.type) {
+	case WIRE_HELLO:
+		return decode_hello(p, len, &m->u.hello);
+	case WIRE_AUTH:
+		if (len != AUTH_LEN)
+			return -EPROTO;
+		memcpy(m->u.auth.mac, p, WIRE_MAC_LEN);
+		return 0;
+	case WIRE_ERROR:
+		return decode_error(p, len, &m->u.error);
+	case WIRE_PAIR_CREATE:
+		return decode_pair_create(p, len, &m->u.pair_create);
+	case WIRE_PAIR_ATTACH:
+		return decode_pair_attach(p, len, &m->u.pair_attach);
+	case WIRE_PAIR_OK:
+		if (len != PAIR_OK_LEN)
+			return -EPROTO;
+		m->u.pair_ok.received_seq = get64(p + 0);
+		m->u.pair_ok.restored_seq = get64(p + 8);
+		return 0;
+	case WIRE_READ_JOURNAL:
+		return decode_read_journal(p, len, &m->u.read_journal);
+	case WIRE_JOURNAL_DATA:
+		return decode_journal_data(p, len, &m->u.journal_data);
+	case WIRE_STATUS:
+		if (len != STATUS_LEN)
+			return -EPROTO;
+		m->u.status.received_seq = get64(p + 0);
+		m->u.status.restored_seq = get64(p + 8);
+		m->u.status.restored_ts_ns = get64(p + 16);
+		return 0;
+	case WIRE_PRIMARY_STATUS:
+		return decode_primary_status(p, len, &m->u.primary_status);
+	default:
+		return -EPROTO;
+	}
+}
+
+int
+wire_decode(const void *buf, size_t len, struct wire_msg *msg)
+{
+	const uint8_t *p = buf;
+	const uint8_t *payload = p + WIRE_HDR_SIZE;
+	struct wire_msg m;
+	ssize_t n;
+	int r;
+
+	n = wire_frame_peek(buf, len, &m.hdr);
+	if (n < 0)
+		return (int)n;
+	if (n == 0 || (size_t)n != len)
+		return -EPROTO;
+	if (m.hdr.payload_len == 0 ? m.hdr.payload_csum != 0
+	                           : XXH3_64bits(payload, m.hdr.payload_len) != m.hdr.payload_csum)
+		return -EBADMSG;
+	memset(&m.u, 0, sizeof(m.u));
+	r = decode_payload(payload, m.hdr.payload_len, &m);
+	if (r < 0)
+		return r;
+	r = check_msg(&m);
+	if (r < 0)
+		return r;
+	*msg = m;
+	return 0;
+}
+
+/* ---- Encode -------------------------------------------------------------- */
+
+static size_t
+payload_size(const struct wire_msg *msg)
+{
+	switch (msg->hdr.type) {
+	case WIRE_HELLO:
+		return HELLO_LEN;
+	case WIRE_AUTH:
+		return AUTH_LEN;
+	case WIRE_ERROR:
+		return ERROR_MIN_LEN + strnlen(msg->u.error.message, WIRE_MAX_ERROR);
+	case WIRE_PAIR_CREATE:
+		return PAIR_CREATE_LEN + (size_t)msg->u.pair_create.nvolumes * VOLUME_LEN;
+	case WIRE_PAIR_ATTACH:
+		return PAIR_ATTACH_LEN;
+	case WIRE_PAIR_OK:
+		return PAIR_OK_LEN;
+	case WIRE_READ_JOURNAL:
+		return READ_JOURNAL_LEN;
+	case WIRE_JOURNAL_DATA:
+		return JOURNAL_DATA_LEN + (size_t)msg->u.journal_data.data_len;
+	case WIRE_STATUS:
+		return STATUS_LEN;
+	case WIRE_PRIMARY_STATUS:
+		return PRIMARY_STATUS_LEN;
+	default:
+		return 0;
+	}
+}
+
+size_t
+wire_encoded_size(const struct wire_msg *msg)
+{
+	return WIRE_HDR_SIZE + payload_size(msg);
+}
+
+/* Fills the payload at p (zeroed for its fixed part); msg passed check_msg(). */
+static void
+encode_payload(const struct wire_msg *msg, uint8_t *p)
+{
+	const struct wire_pair_create *pc = &msg->u.pair_create;
+	const struct wire_journal_data *jd = &msg->u.journal_data;
+	size_t n;
+
+	switch (msg->hdr.type) {
+	case WIRE_HELLO:
+		put32(p + 0, msg->u.hello.version);
+		put32(p + 4, msg->u.hello.role);
+		memcpy(p + 8, msg->u.hello.nonce, WIRE_NONCE_LEN);
+		put_str(p + 40, msg->u.hello.site, WIRE_SITE_LEN);
+		break;
+	case WIRE_AUTH:
+		memcpy(p, msg->u.auth.mac, WIRE_MAC_LEN);
+		break;
+	case WIRE_ERROR:
+		put32(p, (uint32_t)msg->u.error.code);
+		n = strnlen(msg->u.error.message, WIRE_MAX_ERROR);
+		memcpy(p + ERROR_MIN_LEN, msg->u.error.message, n);
+		break;
+	case WIRE_PAIR_CREATE:
+		put_str(p, pc->group, JOURNAL_GROUPNAME_LEN);
+		put64(p + 64, pc->pair_id);
+		put64(p + 72, pc->start_seq);
+		put64(p + 80, pc->primary_seed);
+		p[88] = pc->mode;
+		p[89] = pc->initial_copy;
+		put16(p + 90, pc->nvolumes);
+		for (size_t i = 0; i < pc->nvolumes; i++) {
+			uint8_t *v = p + PAIR_CREATE_LEN + i * VOLUME_LEN;
+
+			put_str(v, pc->volumes[i].name, JOURNAL_VOLNAME_LEN);
+			put64(v + JOURNAL_VOLNAME_LEN, pc->volumes[i].size);
+		}
+		break;
+	case WIRE_PAIR_ATTACH:
+		put_str(p, msg->u.pair_attach.group, JOURNAL_GROUPNAME_LEN);
+		put64(p + 64, msg->u.pair_attach.pair_id);
+		put64(p + 72, msg->u.pair_attach.primary_seed);
+		p[80] = msg->u.pair_attach.mode;
+		break;
+	case WIRE_PAIR_OK:
+		put64(p + 0, msg->u.pair_ok.received_seq);
+		put64(p + 8, msg->u.pair_ok.restored_seq);
+		break;
+	case WIRE_READ_JOURNAL:
+		put64(p + 0, msg->u.read_journal.req_id);
+		put64(p + 8, msg->u.read_journal.received_seq);
+		put64(p + 16, msg->u.read_journal.restored_seq);
+		put32(p + 24, msg->u.read_journal.max_bytes);
+		break;
+	case WIRE_JOURNAL_DATA:
+		put64(p + 0, jd->req_id);
+		put64(p + 8, jd->first_seq);
+		put64(p + 16, jd->last_seq);
+		put32(p + 24, jd->nrecords);
+		put32(p + 28, jd->raw_len);
+		p[32] = jd->compression;
+		if (jd->data_len)
+			memcpy(p + JOURNAL_DATA_LEN, jd->data, jd->data_len);
+		break;
+	case WIRE_STATUS:
+		put64(p + 0, msg->u.status.received_seq);
+		put64(p + 8, msg->u.status.restored_seq);
+		put64(p + 16, msg->u.status.restored_ts_ns);
+		break;
+	case WIRE_PRIMARY_STATUS:
+		p[0] = msg->u.primary_status.state;
+		put64(p + 8, msg->u.primary_status.written_seq);
+		put64(p + 16, msg->u.primary_status.copy_done_bytes);
+		put64(p + 24, msg->u.primary_status.copy_total_bytes);
+		put64(p + 32, msg->u.primary_status.newest_ts_ns);
+		break;
+	default:
+		break;
+	}
+}
+
+ssize_t
+wire_encode(const struct wire_msg *msg, void *out, size_t cap)
+{
+	uint8_t *p = out;
+	size_t plen, fixed;
+
+	if (check_msg(msg) < 0)
+		return -EINVAL;
+	if (msg->hdr.type == WIRE_JOURNAL_DATA && msg->u.journal_data.data_len &&
+	    !msg->u.journal_data.data)
+		return -EINVAL;
+	plen = payload_size(msg);
+	if (plen > WIRE_MAX_PAYLOAD)
+		return -EINVAL;
+	if (cap < WIRE_HDR_SIZE + plen)
+		return -ENOSPC;
+	/* Zero the header and the fixed part of the payload (reserved bytes,
+	 * string padding); JOURNAL_DATA's data is copied over whole. */
+	fixed = msg->hdr.type == WIRE_JOURNAL_DATA ? JOURNAL_DATA_LEN : plen;
+	memset(p, 0, WIRE_HDR_SIZE + fixed);
+	encode_payload(msg, p + WIRE_HDR_SIZE);
+	put32(p + HDR_MAGIC, WIRE_MAGIC);
+	put16(p + HDR_TYPE, msg->hdr.type);
+	put32(p + HDR_PAYLOAD_LEN, (uint32_t)plen);
+	put64(p + HDR_PAYLOAD_CSUM, plen ? XXH3_64bits(p + WIRE_HDR_SIZE, plen) : 0);
+	put64(p + HDR_CSUM, XXH3_64bits(p, HDR_CSUM));
+	return (ssize_t)(WIRE_HDR_SIZE + plen);
+}
+
+/* ---- Records of a JOURNAL_DATA ------------------------------------------- */
+
+int
+wire_records_next(const void *data, size_t len, uint64_t seed, size_t *pos, uint64_t *expect,
+                  struct journal_rec *ret_rec, const void **ret_payload)
+{
+	const uint8_t *p = data;
+	struct journal_rec rec;
+	size_t off = *pos, left;
+	int r;
+
+	if (off > len)
+		return -EPROTO;
+	if (off == len)
+		return 0;
+	left = len - off;
+	/* A partial header at the end is garbage, not a record. */
+	if (left < JOURNAL_REC_HDR_SIZE)
+		return -EPROTO;
+	/* Checks magic, header checksum and the record rules
+	 * (journal_rec_validate: kind, payload_len vs length, bounds). */
+	r = journal_rec_decode(p + off, left, seed, &rec);
+	if (r < 0)
+		return r;
+	if (rec.seq != *expect)
+		return -EPROTO;
+	if (rec.payload_len > left - JOURNAL_REC_HDR_SIZE)
+		return -EPROTO;
+	r = journal_rec_check_payload(&rec, p + off + JOURNAL_REC_HDR_SIZE, seed);
+	if (r < 0)
+		return r;
+	*ret_rec = rec;
+	*ret_payload = p + off + JOURNAL_REC_HDR_SIZE;
+	*pos = off + JOURNAL_REC_HDR_SIZE + rec.payload_len;
+	*expect = rec.seq + 1;
+	return 1;
+}
+
+const char *
+wire_type_name(uint16_t type)
+{
+	switch (type) {
+	case WIRE_HELLO:
+		return "HELLO";
+	case WIRE_AUTH:
+		return "AUTH";
+	case WIRE_ERROR:
+		return "ERROR";
+	case WIRE_PAIR_CREATE:
+		return "PAIR_CREATE";
+	case WIRE_PAIR_ATTACH:
+		return "PAIR_ATTACH";
+	case WIRE_PAIR_OK:
+		return "PAIR_OK";
+	case WIRE_READ_JOURNAL:
+		return "READ_JOURNAL";
+	case WIRE_JOURNAL_DATA:
+		return "JOURNAL_DATA";
+	case WIRE_STATUS:
+		return "STATUS";
+	case WIRE_PRIMARY_STATUS:
+		return "PRIMARY_STATUS";
+	default:
+		return "unknown";
+	}
+}

@@ -1,0 +1,64 @@
+/*
+ * Replication message codec: pure functions over bytes (no I/O, no globals),
+ * so they can be unit-tested and fuzzed. Format: include/jrbd/wire.h.
+ */
+#ifndef JRBD_WIRE_CODEC_H
+#define JRBD_WIRE_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "journal/journal.h"
+#include "jrbd/wire.h"
+
+/*
+ * Parses a frame header at the start of buf (len bytes available).
+ * Returns 0 when fewer than WIRE_HDR_SIZE bytes are there yet, else the total
+ * frame size (header + payload) with *ret filled, or -EPROTO (bad magic,
+ * flags, reserved bytes, payload_len > WIRE_MAX_PAYLOAD) / -EBADMSG (header
+ * checksum mismatch).
+ */
+ssize_t wire_frame_peek(const void *buf, size_t len, struct wire_hdr *ret);
+
+/*
+ * Decodes one whole frame (len == the size wire_frame_peek returned) into
+ * msg: checks the payload checksum (-EBADMSG), the type (-EPROTO for an
+ * unknown one) and the payload's size and fields for that type (-EPROTO:
+ * wrong length, nvolumes > JOURNAL_MAX_VOLUMES, unterminated garbage in
+ * names, unknown enum values, raw_len > WIRE_MAX_DATA, nrecords == 0 with
+ * data, first_seq/last_seq inconsistent with nrecords, ...). Pointers in msg
+ * (journal_data.data) point into buf. Names (site, group, volumes) must be
+ * zero-padded and free of control characters; an ERROR's text is sanitized
+ * instead (control characters become '?'). msg is untouched on failure.
+ */
+int wire_decode(const void *buf, size_t len, struct wire_msg *msg);
+
+/*
+ * Encodes msg (msg->hdr.type names the member; hdr.payload_len and
+ * payload_csum are computed here) into out. Returns the frame size, or
+ * -ENOSPC when cap is too small, -EINVAL for a message that wire_decode
+ * would refuse. For JOURNAL_DATA the data bytes are copied from
+ * journal_data.data (data_len bytes). hdr.flags is ignored (always sent as 0).
+ */
+ssize_t wire_encode(const struct wire_msg *msg, void *out, size_t cap);
+
+/* Size of the frame wire_encode would produce for msg. */
+size_t wire_encoded_size(const struct wire_msg *msg);
+
+/*
+ * Walks the records of a JOURNAL_DATA's raw (decompressed) data: call with
+ * *pos = 0 and expect = first_seq, then repeatedly. Each record is decoded
+ * and its checksums verified with seed (the primary journal's); it must have
+ * seq == *expect, fit in len, and pass the journal's record checks.
+ * Returns 1 with *ret_rec and *ret_payload (pointing into data) and *pos, *expect
+ * advanced; 0 at exactly the end of data; -EPROTO/-EBADMSG on any damage.
+ * At the end the caller checks *expect == last_seq + 1 (the count matches).
+ */
+int wire_records_next(const void *data, size_t len, uint64_t seed, size_t *pos, uint64_t *expect,
+                      struct journal_rec *ret_rec, const void **ret_payload);
+
+/* Name of a message type for logs ("READ_JOURNAL"), "unknown" otherwise. */
+const char *wire_type_name(uint16_t type);
+
+#endif
