@@ -673,6 +673,8 @@ cmd_status(struct daemon *d)
 	json_object_set_new(reply, "dir", json_string(d->dir));
 	json_object_set_new(reply, "io_engine", json_string(io_engine_name(d->io)));
 	json_object_set_new(reply, "nbd", addrs);
+	if (d->repl && repl_bound_addr(d->repl, buf, sizeof(buf)) == 0)
+		json_object_set_new(reply, "replication", json_string(buf));
 	json_object_set_new(reply, "version", json_string(JRBD_VERSION));
 	return reply;
 }
@@ -1035,8 +1037,19 @@ daemon_run(const struct daemon_opts *opts)
 			log_err("replication: %s", err);
 			goto out;
 		}
-		if (opts->listen_addr)
-			log_info("replication: listening on %s", opts->listen_addr);
+		if (repl_bound_addr(d.repl, site, sizeof(site)) == 0) {
+			char path[PATH_MAX + 16], tmp[PATH_MAX + 32];
+			FILE *f;
+
+			log_info("replication: listening on %s", site);
+			/* Like nbd.addr: lets scripts and tests use port 0. */
+			snprintf(path, sizeof(path), "%s/repl.addr", d.dir);
+			snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+			f = fopen(tmp, "w");
+			if (!f || fprintf(f, "%s\n", site) < 0 || fclose(f) != 0 ||
+			    rename(tmp, path) < 0)
+				log_warn("cannot write '%s'", path);
+		}
 		for (unsigned i = 0; i < d.ngroups; i++) {
 			if (d.groups[i]->g && repl_group_attach(d.repl, d.groups[i]->g) < 0)
 				log_err("group '%s': cannot start its pair", d.groups[i]->cfg.name);

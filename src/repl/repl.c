@@ -1655,6 +1655,24 @@ fail:
 	return ret_code;
 }
 
+int
+repl_bound_addr(const struct repl *r, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[NI_MAXHOST], port[NI_MAXSERV];
+
+	if (r->listen_fd < 0)
+		return -ENOENT;
+	if (getsockname(r->listen_fd, (struct sockaddr *)&ss, &sl) < 0)
+		return -errno;
+	if (getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		return -EINVAL;
+	snprintf(buf, len, "%s:%s", host, port);
+	return 0;
+}
+
 void
 repl_free(struct repl *r)
 {

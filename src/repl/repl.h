@@ -54,6 +54,9 @@ struct repl_opts {
 
 int repl_new(struct loop *loop, struct io_engine *io, const struct repl_opts *opts,
              const struct repl_ops *ops, void *arg, struct repl **ret, char *err, size_t errlen);
+/* "HOST:PORT" the replication port is bound to (port 0 resolved); -ENOENT
+ * without --listen. */
+int repl_bound_addr(const struct repl *r, char *buf, size_t len);
 /* Drops links; call after every group was detached. NULL is a no-op. */
 void repl_free(struct repl *r);
 
