@@ -686,7 +686,7 @@ process_append_q(struct group *g)
 		if (r < 0) {
 			if (io->appended)
 				group_fail(g, r, "journal append failed mid-request");
-			io_finish(g, io, r == -EINVAL ? -EINVAL : -EIO);
+			io_finish(g, io, (r == -EINVAL || r == -EPROTO) ? r : -EIO);
 			continue;
 		}
 		io->state = GIO_DURABLE;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/loop.h"
@@ -281,4 +282,248 @@ Test(group, recovery_redoes_unapplied_records)
 	group_get_stats(g, &st);
 	cr_assert(eq(u64, st.redone_records, 0));
 	free(buf);
+}
+
+/* --- initial copy (BASE) and replay (secondary) --- */
+
+/*
+ * Random overlapping writes race with BASE reads of the same chunks. Whatever
+ * seq a BASE record gets, its data must be exactly what the writes before it
+ * in the sequence leave in the volume: the secondary applies records in seq
+ * order, so anything else would leave it with stale bytes.
+ */
+Test(group, base_records_match_the_volume_at_their_seq)
+{
+	enum { NW = 400, CHUNK = 256 << 10, NB = 8, SPAN = 1 << 20 };
+	struct req *w = calloc(NW, sizeof(*w)), b[NB];
+	uint8_t *wbuf = util_aligned_alloc(4096, (size_t)NW * 8192);
+	uint8_t *bbuf = util_aligned_alloc(4096, (size_t)NB * CHUNK);
+	uint8_t *model = calloc(1, SPAN);
+	uint32_t woff[NW], wlen[NW];
+	struct group_stats st;
+	int nb = 0;
+
+	srand(7);
+	for (int i = 0, k = 0; i < NW; i++) {
+		wlen[i] = 4096u * (1 + (unsigned)(rand() % 2));
+		woff[i] = 4096u * (uint32_t)(rand() % (SPAN / 4096 - 2));
+		memset(wbuf + (size_t)i * 8192, (i % 250) + 1, 8192);
+		submit(&w[i], GROUP_IO_WRITE, 0, woff[i], wlen[i], wbuf + (size_t)i * 8192, 0);
+		if (i % (NW / NB) == NW / NB / 2 && k < NB) {
+			submit(&b[k], GROUP_IO_BASE, 0, (uint64_t)(k % (SPAN / CHUNK)) * CHUNK, CHUNK,
+			       bbuf + (size_t)k * CHUNK, 0);
+			k++;
+			nb = k;
+		}
+		if (i % 16 == 0)
+			loop_run_once(loop, 0); /* let some land between submissions */
+	}
+	run_until(NW + nb);
+	for (int k = 0; k < nb; k++) {
+		uint64_t seq = b[k].io.last_seq;
+		uint64_t off = b[k].io.offset;
+
+		cr_assert(eq(int, b[k].res, 0));
+		cr_assert(eq(int, b[k].io.rec.seq, seq));
+		/* The model: writes with a lower seq, in seq order. */
+		memset(model, 0, SPAN);
+		for (uint64_t s = 1; s < seq; s++) {
+			for (int i = 0; i < NW; i++) {
+				if (w[i].io.first_seq == s)
+					memset(model + woff[i], (i % 250) + 1, wlen[i]);
+			}
+		}
+		cr_assert(eq(int, memcmp(model + off, bbuf + (size_t)k * CHUNK, CHUNK), 0),
+			  "BASE chunk %d (seq %llu) differs from the volume at its seq", k,
+			  (unsigned long long)seq);
+		cr_assert(eq(u8, b[k].io.rec.kind,
+			     b[k].io.base_zero ? JOURNAL_REC_BASE_ZERO : JOURNAL_REC_BASE));
+	}
+	group_get_stats(g, &st);
+	cr_assert(eq(u64, st.base_records + st.base_zero_records, (uint64_t)nb));
+	free(w);
+	free(wbuf);
+	free(bbuf);
+	free(model);
+}
+
+Test(group, base_of_a_hole_is_a_zero_record)
+{
+	struct req b;
+	uint8_t *buf = util_aligned_alloc(4096, 1 << 20);
+	struct group_stats st;
+
+	submit(&b, GROUP_IO_BASE, 1, 2 << 20, 1 << 20, buf, 0);
+	run_until(1);
+	cr_assert(eq(int, b.res, 0));
+	cr_assert(eq(u8, b.io.rec.kind, JOURNAL_REC_BASE_ZERO));
+	cr_assert(eq(u32, b.io.rec.payload_len, 0));
+	group_get_stats(g, &st);
+	cr_assert(eq(u64, st.base_zero_records, 1));
+	cr_assert(eq(u64, st.base_bytes, 0));
+	/* Not on a secondary, and not larger than one record. */
+	group_set_secondary(g, true);
+	submit(&b, GROUP_IO_BASE, 1, 0, 4096, buf, 0);
+	run_until(2);
+	cr_assert(eq(int, b.res, -EINVAL));
+	free(buf);
+}
+
+/* Replays a little stream of every record kind starting at first_seq. */
+static int
+replay_stream(struct req *r, uint8_t *buf, uint64_t first_seq)
+{
+	static const uint8_t kinds[] = {JOURNAL_REC_WRITE, JOURNAL_REC_MARKER, JOURNAL_REC_BASE,
+					JOURNAL_REC_ZERO, JOURNAL_REC_WRITE, JOURNAL_REC_TRIM,
+					JOURNAL_REC_BASE_ZERO, JOURNAL_REC_WRITE};
+	int n = (int)sizeof(kinds);
+
+	for (int i = 0; i < n; i++) {
+		struct journal_rec rec = {0};
+
+		rec.kind = kinds[i];
+		rec.seq = first_seq + (uint64_t)i;
+		rec.volume = (uint16_t)(i % 2);
+		rec.offset = (uint64_t)(i / 2) * 8192;
+		rec.length = rec.kind == JOURNAL_REC_MARKER ? 0 : 8192;
+		rec.payload_len = (rec.kind == JOURNAL_REC_WRITE || rec.kind == JOURNAL_REC_BASE) ? 8192 : 0;
+		memset(buf + (size_t)i * 8192, 0xa0 + i, 8192);
+		memset(&r[i], 0, sizeof(r[i]));
+		r[i].io.op = GROUP_IO_REPLAY;
+		r[i].io.rec = rec;
+		r[i].io.vol = group_volume(g, rec.volume);
+		r[i].io.buf = buf + (size_t)i * 8192;
+		r[i].io.done = req_done;
+		r[i].io.arg = &r[i];
+		group_io_submit(g, &r[i].io);
+	}
+	return n;
+}
+
+static void
+check_replayed(void)
+{
+	uint8_t got[8192], want[8192];
+
+	/* WRITE 0 -> v0 @0, BASE 2 -> v0 @8K, WRITE 4 -> v0 @16K, BASE_ZERO 6 -> v0 @24K;
+	 * ZERO 3 -> v1 @8K, TRIM 5 -> v1 @16K, WRITE 7 -> v1 @24K. */
+	const struct {
+		unsigned vol;
+		uint64_t off;
+		int fill;
+	} want_at[] = {{0, 0, 0xa0}, {0, 8192, 0xa2}, {0, 16384, 0xa4}, {0, 24576, 0},
+		       {1, 8192, 0}, {1, 16384, 0}, {1, 24576, 0xa7}};
+
+	for (size_t i = 0; i < sizeof(want_at) / sizeof(want_at[0]); i++) {
+		read_file(want_at[i].vol, want_at[i].off, got, sizeof(got));
+		memset(want, want_at[i].fill, sizeof(want));
+		cr_assert(eq(int, memcmp(got, want, sizeof(got)), 0), "volume %u at %llu",
+			  want_at[i].vol, (unsigned long long)want_at[i].off);
+	}
+}
+
+Test(group, replay_applies_records_in_order_and_checks_seq)
+{
+	struct req r[9];
+	uint8_t *buf = util_aligned_alloc(4096, 9 * 8192);
+	struct journal_stats js;
+	struct group_stats st;
+	int n;
+
+	/* A host write may not reach a secondary's volumes. */
+	group_set_secondary(g, true);
+	submit(&r[0], GROUP_IO_WRITE, 0, 0, 4096, buf, 0);
+	run_until(1);
+	cr_assert(eq(int, r[0].res, -EPERM));
+	journal_get_stats(group_journal(g), &js);
+	completed = 0;
+	n = replay_stream(r, buf, js.next_seq);
+	run_until(n);
+	for (int i = 0; i < n; i++)
+		cr_assert(eq(int, r[i].res, 0), "record %d: %d", i, r[i].res);
+	check_replayed();
+	group_get_stats(g, &st);
+	cr_assert(eq(u64, st.replayed_records, (uint64_t)n));
+	cr_assert(eq(u64, st.applied_seq, js.next_seq + (uint64_t)n - 1));
+	/* A gap in the stream is refused, not journaled under the wrong number. */
+	completed = 0;
+	memset(&r[8], 0, sizeof(r[8]));
+	r[8].io.op = GROUP_IO_REPLAY;
+	r[8].io.rec.kind = JOURNAL_REC_MARKER;
+	r[8].io.rec.seq = js.next_seq + (uint64_t)n + 5;
+	r[8].io.vol = group_volume(g, 0);
+	r[8].io.done = req_done;
+	r[8].io.arg = &r[8];
+	group_io_submit(g, &r[8].io);
+	run_until(1);
+	cr_assert(eq(int, r[8].res, -EPROTO));
+	free(buf);
+}
+
+/*
+ * The restore journal's recovery: a secondary that dies after its records
+ * are durable but with volume writes lost gets them back, in order, from
+ * its journal when it reopens.
+ */
+Test(group, restore_journal_redo_after_crash)
+{
+	struct group_stats st;
+	char err[256] = "";
+	uint8_t zero[65536] = {0};
+	uint64_t first;
+	pid_t pid;
+	int status;
+
+	{
+		struct journal_stats js;
+
+		journal_get_stats(group_journal(g), &js);
+		first = js.next_seq;
+	}
+	group_close(g);
+	g = NULL;
+	cfg.checkpoint_interval_ms = 600000; /* no checkpoint before the "crash" */
+	pid = fork();
+	cr_assert(ge(int, pid, 0));
+	if (pid == 0) {
+		struct loop *l2;
+		struct io_engine *io2;
+		struct req r[8];
+		uint8_t *buf = util_aligned_alloc(4096, 8 * 8192);
+		int n;
+
+		if (loop_new(&l2) < 0 || io_engine_new("auto", 64, &io2) < 0 ||
+		    group_open(&cfg, l2, io2, &g, err, sizeof(err)) < 0)
+			_exit(2);
+		loop = l2;
+		io = io2;
+		group_set_secondary(g, true);
+		completed = 0;
+		n = replay_stream(r, buf, first);
+		for (int i = 0; i < 100000 && completed < n; i++) {
+			loop_run_once(loop, 10);
+			io_engine_reap(io);
+		}
+		for (int i = 0; i < n; i++) {
+			if (r[i].res != 0)
+				_exit(3);
+		}
+		_exit(completed == n ? 0 : 4); /* no close, no checkpoint: a crash */
+	}
+	cr_assert(eq(int, waitpid(pid, &status, 0), pid));
+	cr_assert(eq(int, WIFEXITED(status) ? WEXITSTATUS(status) : -1, 0), "child status %d",
+		  status);
+	/* Lose the volume writes, as a crash before writeback would. */
+	for (unsigned v = 0; v < 2; v++) {
+		int fd = open(cfg.volumes[v].path, O_RDWR);
+
+		cr_assert(ge(int, fd, 0));
+		cr_assert(eq(int, util_pwrite_full(fd, zero, sizeof(zero), 0), 0));
+		close(fd);
+	}
+	cr_assert(eq(int, group_open(&cfg, loop, io, &g, err, sizeof(err)), 0), "%s", err);
+	group_get_stats(g, &st);
+	cr_assert(ge(u64, st.redone_records, 7), "redone %llu",
+		  (unsigned long long)st.redone_records);
+	check_replayed();
 }
