@@ -918,11 +918,14 @@ out:
 static void
 deliver(struct group *g, struct group_io *io)
 {
+	/* Without release, done may free io: nothing of it is read after. */
+	group_io_done_fn *release = io->release;
+
 	g->inflight--;
 	if (!io->acked)
 		io->done(io, io->res);
-	if (io->release)
-		io->release(io, io->res);
+	if (release)
+		release(io, io->res);
 }
 
 /* Sync mode: answers the writes the secondary now holds (all of them when

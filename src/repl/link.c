@@ -122,6 +122,7 @@ struct link {
 	char site[WIRE_SITE_LEN + 1];
 	char peer_site[WIRE_SITE_LEN + 1];
 	char peer[LINK_PEER_LEN];
+	char reason[WIRE_MAX_ERROR + 96]; /* why it closed: the peer's ERROR or our abort */
 
 	bool is_connecting; /* connect result not checked yet */
 	bool has_hello;     /* peer's HELLO received, our AUTH queued */
@@ -500,6 +501,8 @@ abort_link(struct link *l, int err, const char *peer_text, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	log_warn("replication link %s %s: %s, closing", l->dir, l->peer, why);
+	if (!l->reason[0])
+		snprintf(l->reason, sizeof(l->reason), "%s", why);
 	fail_start(l, err < 0 ? -err : err, peer_text ? peer_text : why);
 }
 
@@ -615,13 +618,16 @@ handle_msg(struct link *l, const struct wire_msg *m)
 {
 	switch (m->hdr.type) {
 	case WIRE_ERROR:
-		if (!l->is_ready && m->u.error.code == EACCES)
-			log_warn("replication link %s %s: peer refused our authentication (wrong "
-			         "--secret-file?): %s, closing",
-			         l->dir, l->peer, m->u.error.message);
-		else
+		if (!l->is_ready && m->u.error.code == EACCES) {
+			snprintf(l->reason, sizeof(l->reason),
+			         "peer refused our authentication (wrong --secret-file?): %s",
+			         m->u.error.message);
+			log_warn("replication link %s %s: %s, closing", l->dir, l->peer, l->reason);
+		} else {
+			snprintf(l->reason, sizeof(l->reason), "%s", m->u.error.message);
 			log_warn("replication link %s %s: peer reported an error: %s (%s), closing",
 			         l->dir, l->peer, m->u.error.message, err_str(m->u.error.code));
+		}
 		do_close(l, -m->u.error.code);
 		return;
 	case WIRE_HELLO:
@@ -992,6 +998,12 @@ const char *
 link_peer_site(const struct link *l)
 {
 	return l->peer_site;
+}
+
+const char *
+link_close_reason(const struct link *l)
+{
+	return l->reason;
 }
 
 uint64_t

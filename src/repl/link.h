@@ -76,6 +76,9 @@ bool link_can_send(const struct link *l, size_t bytes);
 bool link_is_ready(const struct link *l);
 const char *link_peer(const struct link *l);
 const char *link_peer_site(const struct link *l); /* from its HELLO; "" before */
+/* Why the link closed, for the owner's messages: the text of the peer's
+ * ERROR, or the reason this side aborted it; "" when neither. */
+const char *link_close_reason(const struct link *l);
 uint64_t link_bytes_sent(const struct link *l);   /* frame bytes, since link_new */
 uint64_t link_bytes_received(const struct link *l);
 

@@ -49,7 +49,7 @@ struct repl_opts {
 	const char *secret_file; /* NULL: pairing refused */
 	const char *site;        /* this daemon's name in HELLO and logs */
 	unsigned window;         /* READ_JOURNAL requests in flight (secondary); 0: 4 */
-	int compress_level;      /* zstd level; 0: default (1); < 0: no compression */
+	int compress_level;      /* zstd level 1..19; 0: default (fast mode, -3); < 0: no compression */
 };
 
 int repl_new(struct loop *loop, struct io_engine *io, const struct repl_opts *opts,

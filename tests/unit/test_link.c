@@ -28,6 +28,7 @@
 struct side {
 	struct link *l;
 	int ready, closed, close_err, nmsg, writable;
+	char reason[512]; /* link_close_reason() in on_close */
 	uint16_t types[MAX_MSGS];
 	struct wire_msg msgs[MAX_MSGS];
 	uint8_t *data; /* copy of the first JOURNAL_DATA's data */
@@ -98,6 +99,7 @@ on_close(struct link *l, int err, void *arg)
 	cr_assert(not(link_is_ready(l)));
 	s->closed++;
 	s->close_err = err;
+	snprintf(s->reason, sizeof(s->reason), "%s", link_close_reason(l));
 	if (s->free_on_close) {
 		link_free(l);
 		s->l = NULL;
@@ -362,6 +364,9 @@ Test(link, wrong_key_closes_both)
 	cr_assert(eq(int, b.closed, 1));
 	cr_assert(eq(int, a.close_err, -EACCES));
 	cr_assert(eq(int, b.close_err, -EACCES));
+	/* Each side can say why, whichever saw the bad MAC first. */
+	cr_assert(strstr(a.reason, "authentication") != NULL, "%s", a.reason);
+	cr_assert(strstr(b.reason, "authentication") != NULL, "%s", b.reason);
 	cr_assert(eq(int, a.ready + b.ready, 0));
 	run_idle(5);
 	cr_assert(eq(int, a.closed + b.closed, 2));
@@ -711,6 +716,9 @@ Test(link, link_fail_delivers_the_error)
 	cr_assert(eq(int, b.closed, 1));
 	cr_assert(eq(int, a.close_err, -EPERM));
 	cr_assert(eq(int, b.close_err, -EPERM));
+	/* The peer keeps the text of the ERROR for its own messages. */
+	cr_assert_str_eq(b.reason, "group 'db1' is not allowed here");
+	cr_assert_str_eq(a.reason, "");
 	cr_assert(le(int, b.nmsg, 1));
 	side_fini(&a);
 	side_fini(&b);
