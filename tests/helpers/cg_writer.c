@@ -264,7 +264,11 @@ read_file(const char *path, size_t need)
 			need);
 		exit(2);
 	}
-	buf = malloc(need);
+	buf = malloc(need ? need : 1);
+	if (!buf) {
+		fprintf(stderr, "cg_writer: out of memory\n");
+		exit(2);
+	}
 	while (got < need) {
 		ssize_t n = pread(fd, buf + got, need - got, (off_t)got);
 
@@ -354,6 +358,11 @@ do_check(const char *rec_path, const char *mark_path, uint32_t nthreads, uint32_
 	uint64_t *rnum = calloc(used, 8), *mnum = calloc(used, 8), *msum = calloc(used, 8);
 	uint64_t markers = 0, records = 0, max_marker = 0, max_record = 0, pending = 0;
 
+	if (!rnum || !mnum || !msum) {
+		fprintf(stderr, "cg_writer: out of memory\n");
+		exit(2);
+	}
+
 	/* Every block whole and in its slot. */
 	for (uint32_t s = 0; s < used; s++) {
 		uint32_t t = s / per;
@@ -425,6 +434,11 @@ do_check(const char *rec_path, const char *mark_path, uint32_t nthreads, uint32_
 					  (unsigned long long)wm);
 		}
 	}
+	free(rec);
+	free(mark);
+	free(rnum);
+	free(mnum);
+	free(msum);
 	if (violations) {
 		fprintf(stderr, "cg_writer: %d violation(s) in %s / %s (%" PRIu64 " markers, %" PRIu64
 			" records, newest marker %" PRIu64 ")\n",
