@@ -100,18 +100,18 @@ journal_rec_encode(const struct journal_rec *rec, const void *payload, uint64_t 
 
 	if (rec->payload_len > 0)
 		pcsum = journal_checksum(payload, rec->payload_len, seed);
-	journal_put_le32(p + RECOFF(magic), JOURNAL_REC_MAGIC);
+	le_put32(p + RECOFF(magic), JOURNAL_REC_MAGIC);
 	p[RECOFF(kind)] = rec->kind;
 	p[RECOFF(flags)] = rec->flags;
-	journal_put_le16(p + RECOFF(volume), rec->volume);
-	journal_put_le32(p + RECOFF(payload_len), rec->payload_len);
-	journal_put_le32(p + RECOFF(epoch), rec->epoch);
-	journal_put_le64(p + RECOFF(seq), rec->seq);
-	journal_put_le64(p + RECOFF(offset), rec->offset);
-	journal_put_le64(p + RECOFF(length), rec->length);
-	journal_put_le64(p + RECOFF(timestamp_ns), rec->timestamp_ns);
-	journal_put_le64(p + RECOFF(payload_csum), pcsum);
-	journal_put_le64(p + RECOFF(hdr_csum), journal_checksum(p, RECOFF(hdr_csum), seed));
+	le_put16(p + RECOFF(volume), rec->volume);
+	le_put32(p + RECOFF(payload_len), rec->payload_len);
+	le_put32(p + RECOFF(epoch), rec->epoch);
+	le_put64(p + RECOFF(seq), rec->seq);
+	le_put64(p + RECOFF(offset), rec->offset);
+	le_put64(p + RECOFF(length), rec->length);
+	le_put64(p + RECOFF(timestamp_ns), rec->timestamp_ns);
+	le_put64(p + RECOFF(payload_csum), pcsum);
+	le_put64(p + RECOFF(hdr_csum), journal_checksum(p, RECOFF(hdr_csum), seed));
 }
 
 int
@@ -122,22 +122,22 @@ journal_rec_decode(const void *buf, size_t len, uint64_t seed, struct journal_re
 
 	if (len < JOURNAL_REC_HDR_SIZE)
 		return -EPROTO;
-	if (journal_get_le32(p + RECOFF(magic)) != JOURNAL_REC_MAGIC)
+	if (le_get32(p + RECOFF(magic)) != JOURNAL_REC_MAGIC)
 		return -EPROTO;
 	/* The checksum before the fields: a torn header is "bad checksum",
 	 * whatever its fields happen to say. */
-	if (journal_get_le64(p + RECOFF(hdr_csum)) != journal_checksum(p, RECOFF(hdr_csum), seed))
+	if (le_get64(p + RECOFF(hdr_csum)) != journal_checksum(p, RECOFF(hdr_csum), seed))
 		return -EBADMSG;
 	rec.kind = p[RECOFF(kind)];
 	rec.flags = p[RECOFF(flags)];
-	rec.volume = journal_get_le16(p + RECOFF(volume));
-	rec.payload_len = journal_get_le32(p + RECOFF(payload_len));
-	rec.epoch = journal_get_le32(p + RECOFF(epoch));
-	rec.seq = journal_get_le64(p + RECOFF(seq));
-	rec.offset = journal_get_le64(p + RECOFF(offset));
-	rec.length = journal_get_le64(p + RECOFF(length));
-	rec.timestamp_ns = journal_get_le64(p + RECOFF(timestamp_ns));
-	rec.payload_csum = journal_get_le64(p + RECOFF(payload_csum));
+	rec.volume = le_get16(p + RECOFF(volume));
+	rec.payload_len = le_get32(p + RECOFF(payload_len));
+	rec.epoch = le_get32(p + RECOFF(epoch));
+	rec.seq = le_get64(p + RECOFF(seq));
+	rec.offset = le_get64(p + RECOFF(offset));
+	rec.length = le_get64(p + RECOFF(length));
+	rec.timestamp_ns = le_get64(p + RECOFF(timestamp_ns));
+	rec.payload_csum = le_get64(p + RECOFF(payload_csum));
 	if (journal_rec_validate(&rec) < 0)
 		return -EPROTO;
 	if (rec.payload_len == 0 && rec.payload_csum != 0)
@@ -167,27 +167,27 @@ journal_sb_encode(const struct journal_sb *sb, void *out4096)
 	/* The magic is 8 bytes without a NUL, on purpose. */
 	/* NOLINTNEXTLINE(bugprone-not-null-terminated-result) */
 	memcpy(p + SBOFF(magic), JOURNAL_SB_MAGIC, 8);
-	journal_put_le32(p + SBOFF(version), JOURNAL_VERSION);
-	journal_put_le32(p + SBOFF(sb_size), JOURNAL_SB_SIZE);
+	le_put32(p + SBOFF(version), JOURNAL_VERSION);
+	le_put32(p + SBOFF(sb_size), JOURNAL_SB_SIZE);
 	memcpy(p + SBOFF(uuid), sb->uuid, sizeof(sb->uuid));
-	journal_put_le64(p + SBOFF(journal_size), sb->journal_size);
-	journal_put_le64(p + SBOFF(area_start), sb->area_start);
-	journal_put_le64(p + SBOFF(area_size), sb->area_size);
-	journal_put_le32(p + SBOFF(align), sb->align);
-	journal_put_le32(p + SBOFF(epoch), sb->epoch);
-	journal_put_le64(p + SBOFF(sb_gen), sb->sb_gen);
-	journal_put_le64(p + SBOFF(tail_lpos), sb->tail_lpos);
-	journal_put_le64(p + SBOFF(tail_seq), sb->tail_seq);
-	journal_put_le64(p + SBOFF(ckpt_lpos), sb->ckpt_lpos);
-	journal_put_le64(p + SBOFF(ckpt_seq), sb->ckpt_seq);
-	journal_put_le64(p + SBOFF(created_ns), sb->created_ns);
-	journal_put_le64(p + SBOFF(updated_ns), sb->updated_ns);
+	le_put64(p + SBOFF(journal_size), sb->journal_size);
+	le_put64(p + SBOFF(area_start), sb->area_start);
+	le_put64(p + SBOFF(area_size), sb->area_size);
+	le_put32(p + SBOFF(align), sb->align);
+	le_put32(p + SBOFF(epoch), sb->epoch);
+	le_put64(p + SBOFF(sb_gen), sb->sb_gen);
+	le_put64(p + SBOFF(tail_lpos), sb->tail_lpos);
+	le_put64(p + SBOFF(tail_seq), sb->tail_seq);
+	le_put64(p + SBOFF(ckpt_lpos), sb->ckpt_lpos);
+	le_put64(p + SBOFF(ckpt_seq), sb->ckpt_seq);
+	le_put64(p + SBOFF(created_ns), sb->created_ns);
+	le_put64(p + SBOFF(updated_ns), sb->updated_ns);
 	/* strncpy semantics on purpose: NUL-padded fields; the last byte stays
 	 * 0 so decode's NUL-termination check holds for any input. */
 	for (size_t i = 0; i + 1 < JOURNAL_GROUPNAME_LEN && sb->group[i]; i++)
 		p[SBOFF(group) + i] = (uint8_t)sb->group[i];
-	journal_put_le16(p + SBOFF(nvolumes), sb->nvolumes);
-	journal_put_le16(p + SBOFF(role), sb->role);
+	le_put16(p + SBOFF(nvolumes), sb->nvolumes);
+	le_put16(p + SBOFF(role), sb->role);
 	for (size_t v = 0; v < JOURNAL_MAX_VOLUMES; v++) {
 		uint8_t *dst = p + SBOFF(volumes) + v * JOURNAL_VOLNAME_LEN;
 
@@ -197,11 +197,11 @@ journal_sb_encode(const struct journal_sb *sb, void *out4096)
 	for (size_t c = 0; c < JOURNAL_MAX_CONSUMERS; c++) {
 		uint8_t *dst = p + SBOFF(consumers) + c * sizeof(struct journal_consumer_wire);
 
-		journal_put_le64(dst + 0, sb->consumers[c].id);
-		journal_put_le64(dst + 8, sb->consumers[c].released_seq);
-		journal_put_le64(dst + 16, sb->consumers[c].received_seq);
+		le_put64(dst + 0, sb->consumers[c].id);
+		le_put64(dst + 8, sb->consumers[c].released_seq);
+		le_put64(dst + 16, sb->consumers[c].received_seq);
 	}
-	journal_put_le64(p + SBOFF(sb_csum), journal_checksum(p, SBOFF(sb_csum), 0));
+	le_put64(p + SBOFF(sb_csum), journal_checksum(p, SBOFF(sb_csum), 0));
 }
 
 /* Copies a name known to be NUL-terminated within its field; dst was zeroed,
@@ -237,35 +237,35 @@ journal_sb_decode_why(const void *buf, size_t len, struct journal_sb *ret, const
 		why = "bad magic";
 		goto fail;
 	}
-	if (journal_get_le64(p + SBOFF(sb_csum)) != journal_checksum(p, SBOFF(sb_csum), 0)) {
+	if (le_get64(p + SBOFF(sb_csum)) != journal_checksum(p, SBOFF(sb_csum), 0)) {
 		why = "bad checksum";
 		err = -EBADMSG;
 		goto fail;
 	}
-	if (journal_get_le32(p + SBOFF(version)) != JOURNAL_VERSION) {
+	if (le_get32(p + SBOFF(version)) != JOURNAL_VERSION) {
 		why = "unsupported version";
 		goto fail;
 	}
-	if (journal_get_le32(p + SBOFF(sb_size)) != JOURNAL_SB_SIZE) {
+	if (le_get32(p + SBOFF(sb_size)) != JOURNAL_SB_SIZE) {
 		why = "bad sb_size";
 		goto fail;
 	}
 	memcpy(sb.uuid, p + SBOFF(uuid), sizeof(sb.uuid));
-	sb.seed = journal_get_le64(sb.uuid);
-	sb.journal_size = journal_get_le64(p + SBOFF(journal_size));
-	sb.area_start = journal_get_le64(p + SBOFF(area_start));
-	sb.area_size = journal_get_le64(p + SBOFF(area_size));
-	sb.align = journal_get_le32(p + SBOFF(align));
-	sb.epoch = journal_get_le32(p + SBOFF(epoch));
-	sb.sb_gen = journal_get_le64(p + SBOFF(sb_gen));
-	sb.tail_lpos = journal_get_le64(p + SBOFF(tail_lpos));
-	sb.tail_seq = journal_get_le64(p + SBOFF(tail_seq));
-	sb.ckpt_lpos = journal_get_le64(p + SBOFF(ckpt_lpos));
-	sb.ckpt_seq = journal_get_le64(p + SBOFF(ckpt_seq));
-	sb.created_ns = journal_get_le64(p + SBOFF(created_ns));
-	sb.updated_ns = journal_get_le64(p + SBOFF(updated_ns));
-	sb.nvolumes = journal_get_le16(p + SBOFF(nvolumes));
-	sb.role = journal_get_le16(p + SBOFF(role));
+	sb.seed = le_get64(sb.uuid);
+	sb.journal_size = le_get64(p + SBOFF(journal_size));
+	sb.area_start = le_get64(p + SBOFF(area_start));
+	sb.area_size = le_get64(p + SBOFF(area_size));
+	sb.align = le_get32(p + SBOFF(align));
+	sb.epoch = le_get32(p + SBOFF(epoch));
+	sb.sb_gen = le_get64(p + SBOFF(sb_gen));
+	sb.tail_lpos = le_get64(p + SBOFF(tail_lpos));
+	sb.tail_seq = le_get64(p + SBOFF(tail_seq));
+	sb.ckpt_lpos = le_get64(p + SBOFF(ckpt_lpos));
+	sb.ckpt_seq = le_get64(p + SBOFF(ckpt_seq));
+	sb.created_ns = le_get64(p + SBOFF(created_ns));
+	sb.updated_ns = le_get64(p + SBOFF(updated_ns));
+	sb.nvolumes = le_get16(p + SBOFF(nvolumes));
+	sb.role = le_get16(p + SBOFF(role));
 
 	if (sb.area_start != JOURNAL_AREA_START || sb.area_size == 0 ||
 	    !checked_add_u64(sb.area_start, sb.area_size, &area_end) ||
@@ -307,9 +307,9 @@ journal_sb_decode_why(const void *buf, size_t len, struct journal_sb *ret, const
 		const uint8_t *src =
 		    p + SBOFF(consumers) + c * sizeof(struct journal_consumer_wire);
 
-		sb.consumers[c].id = journal_get_le64(src + 0);
-		sb.consumers[c].released_seq = journal_get_le64(src + 8);
-		sb.consumers[c].received_seq = journal_get_le64(src + 16);
+		sb.consumers[c].id = le_get64(src + 0);
+		sb.consumers[c].released_seq = le_get64(src + 8);
+		sb.consumers[c].received_seq = le_get64(src + 16);
 	}
 	*ret = sb;
 	return 0;

@@ -200,7 +200,7 @@ journal_format(const char *path, const struct journal_format_opts *opts)
 	r = fill_random(sb.uuid, sizeof(sb.uuid));
 	if (r < 0)
 		goto out;
-	sb.seed = journal_get_le64(sb.uuid);
+	sb.seed = le_get64(sb.uuid);
 	sb.journal_size = size;
 	sb.area_start = JOURNAL_AREA_START;
 	sb.area_size = area_size;

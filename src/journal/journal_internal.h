@@ -1,71 +1,21 @@
 /*
- * Private helpers shared by the journal's source files: little-endian field
- * access, the record validity rules the writer and the scanner must agree
- * on, superblock decoding with a reason string for `journal dump`, and the
+ * Private helpers shared by the journal's source files (little-endian field
+ * access is common/le.h): the record validity rules the writer and the
+ * scanner must agree on, superblock decoding with a reason string for `journal dump`, and the
  * live journal's state (struct journal, its batches and its index), shared
  * by journal.c (writer) and journal_reader.c (reading records back).
  */
 #ifndef JRBD_JOURNAL_INTERNAL_H
 #define JRBD_JOURNAL_INTERNAL_H
 
-#include <endian.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "common/le.h"
 #include "io/io.h"
 #include "journal/journal.h"
-
-/* Byte-order conversion happens only through these: the on-disk format is
- * little-endian whatever the host is. memcpy keeps unaligned access legal. */
-static inline uint16_t
-journal_get_le16(const uint8_t *p)
-{
-	uint16_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le16toh(v);
-}
-
-static inline uint32_t
-journal_get_le32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le32toh(v);
-}
-
-static inline uint64_t
-journal_get_le64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le64toh(v);
-}
-
-static inline void
-journal_put_le16(uint8_t *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline void
-journal_put_le32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline void
-journal_put_le64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, sizeof(v));
-}
 
 /* Semantic checks on a decoded or to-be-written record (kind known, payload
  * length bounded and consistent with the kind, offset+length not wrapping).

@@ -122,7 +122,7 @@ try_at(struct journal_scan *s, uint64_t lpos, struct journal_rec *rec, struct sc
 		return try_fail(t, JOURNAL_SCAN_IO_ERROR, lpos, "read error %d at lpos %" PRIu64, r,
 		                lpos);
 	}
-	if (journal_get_le32(s->buf) != JOURNAL_REC_MAGIC)
+	if (le_get32(s->buf) != JOURNAL_REC_MAGIC)
 		return try_fail(t, JOURNAL_SCAN_END, lpos, "no record at lpos %" PRIu64, lpos);
 	r = journal_rec_decode(s->buf, JOURNAL_REC_HDR_SIZE, sb->seed, rec);
 	if (r == -EBADMSG)
@@ -131,7 +131,7 @@ try_at(struct journal_scan *s, uint64_t lpos, struct journal_rec *rec, struct sc
 	if (r < 0)
 		return try_fail(t, JOURNAL_SCAN_TORN_HDR, lpos,
 		                "invalid header at lpos %" PRIu64 " (kind %u, payload_len %u)",
-		                lpos, s->buf[4], journal_get_le32(s->buf + 8));
+		                lpos, s->buf[4], le_get32(s->buf + 8));
 	/* payload_len is bounded by decode (<= JOURNAL_MAX_PAYLOAD), so this
 	 * can't overflow and the payload fits the buffer. */
 	if (in_area + JOURNAL_REC_HDR_SIZE + rec->payload_len > sb->area_size)

@@ -593,16 +593,12 @@ copy_pump(struct pair *p)
 	}
 	copy_note_progress(p);
 	if (idle && p->copy_vol >= group_nvolumes(p->g)) {
-		struct journal_stats now;
-
-		journal_get_stats(group_journal(p->g), &now);
 		/* Every chunk is journaled: the copy ends with the newest BASE record. */
 		p->pc.copy_end_seq = MAX(p->copy_max_seq, p->pc.start_seq);
 		log_info("group '%s': initial copy journaled (%" PRIu64 " bytes, last seq %" PRIu64
 			 "); waiting for the secondary to restore it",
 			 group_name(p->g), p->copy_total, p->pc.copy_end_seq);
 		pair_save(p);
-		(void)now;
 	}
 }
 
@@ -1427,11 +1423,6 @@ conn_on_msg(struct link *l, const struct wire_msg *m, void *arg)
 	(void)l;
 	if (c->dead)
 		return;
-	if (m->hdr.type == WIRE_ERROR) {
-		if (p)
-			snprintf(p->error, sizeof(p->error), "%.200s", m->u.error.message);
-		return;
-	}
 	if (!c->dialed && !p) {
 		if (m->hdr.type == WIRE_PAIR_CREATE)
 			on_pair_create(c, &m->u.pair_create);

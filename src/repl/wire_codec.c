@@ -22,7 +22,6 @@
  */
 #include "repl/wire_codec.h"
 
-#include <endian.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <string.h>
@@ -30,6 +29,7 @@
 #include <xxhash.h>
 
 #include "common/checked.h"
+#include "common/le.h"
 
 /* Frame header offsets (the table in wire.h). */
 #define HDR_MAGIC 0
@@ -63,56 +63,6 @@ _Static_assert(WIRE_MAX_PAYLOAD - JOURNAL_DATA_LEN >= WIRE_MAX_DATA,
                "a JOURNAL_DATA of WIRE_MAX_DATA bytes fits in one frame");
 _Static_assert(PAIR_CREATE_LEN + JOURNAL_MAX_VOLUMES * VOLUME_LEN <= WIRE_MAX_PAYLOAD,
                "PAIR_CREATE with every volume fits in one frame");
-
-/* ---- Little-endian field access ------------------------------------------ */
-
-static inline uint16_t
-get16(const uint8_t *p)
-{
-	uint16_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le16toh(v);
-}
-
-static inline uint32_t
-get32(const uint8_t *p)
-{
-	uint32_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le32toh(v);
-}
-
-static inline uint64_t
-get64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, sizeof(v));
-	return le64toh(v);
-}
-
-static inline void
-put16(uint8_t *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline void
-put32(uint8_t *p, uint32_t v)
-{
-	v = htole32(v);
-	memcpy(p, &v, sizeof(v));
-}
-
-static inline void
-put64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, sizeof(v));
-}
 
 static bool
 all_zero(const uint8_t *p, size_t len)
@@ -273,17 +223,17 @@ wire_frame_peek(const void *buf, size_t len, struct wire_hdr *ret)
 
 	if (len < WIRE_HDR_SIZE)
 		return 0;
-	if (get32(p + HDR_MAGIC) != WIRE_MAGIC)
+	if (le_get32(p + HDR_MAGIC) != WIRE_MAGIC)
 		return -EPROTO;
 	/* The checksum before the fields: a corrupted header is "bad
 	 * checksum", whatever its fields happen to say. */
-	if (get64(p + HDR_CSUM) != XXH3_64bits(p, HDR_CSUM))
+	if (le_get64(p + HDR_CSUM) != XXH3_64bits(p, HDR_CSUM))
 		return -EBADMSG;
-	h.type = get16(p + HDR_TYPE);
-	h.flags = get16(p + HDR_FLAGS);
-	h.payload_len = get32(p + HDR_PAYLOAD_LEN);
-	h.payload_csum = get64(p + HDR_PAYLOAD_CSUM);
-	if (h.flags != 0 || get32(p + HDR_RESERVED) != 0 || h.payload_len > WIRE_MAX_PAYLOAD)
+	h.type = le_get16(p + HDR_TYPE);
+	h.flags = le_get16(p + HDR_FLAGS);
+	h.payload_len = le_get32(p + HDR_PAYLOAD_LEN);
+	h.payload_csum = le_get64(p + HDR_PAYLOAD_CSUM);
+	if (h.flags != 0 || le_get32(p + HDR_RESERVED) != 0 || h.payload_len > WIRE_MAX_PAYLOAD)
 		return -EPROTO;
 	if (ret)
 		*ret = h;
@@ -297,8 +247,8 @@ decode_hello(const uint8_t *p, size_t len, struct wire_hello *m)
 {
 	if (len != HELLO_LEN)
 		return -EPROTO;
-	m->version = get32(p + 0);
-	m->role = get32(p + 4);
+	m->version = le_get32(p + 0);
+	m->role = le_get32(p + 4);
 	memcpy(m->nonce, p + 8, WIRE_NONCE_LEN);
 	return get_str(m->site, p + 40, WIRE_SITE_LEN);
 }
@@ -310,7 +260,7 @@ decode_error(const uint8_t *p, size_t len, struct wire_error *m)
 
 	if (len < ERROR_MIN_LEN || len - ERROR_MIN_LEN > WIRE_MAX_ERROR)
 		return -EPROTO;
-	m->code = (int32_t)get32(p);
+	m->code = (int32_t)le_get32(p);
 	n = len - ERROR_MIN_LEN;
 	/* Free text from the peer, bound for our logs: neutralize control
 	 * characters (and NULs, which would cut it short) rather than refuse
@@ -334,13 +284,13 @@ decode_pair_create(const uint8_t *p, size_t len, struct wire_pair_create *m)
 	r = get_str(m->group, p, JOURNAL_GROUPNAME_LEN);
 	if (r < 0)
 		return r;
-	m->pair_id = get64(p + 64);
-	m->start_seq = get64(p + 72);
-	m->primary_seed = get64(p + 80);
+	m->pair_id = le_get64(p + 64);
+	m->start_seq = le_get64(p + 72);
+	m->primary_seed = le_get64(p + 80);
 	m->mode = p[88];
 	m->initial_copy = p[89];
-	m->nvolumes = get16(p + 90);
-	if (get32(p + 92) != 0)
+	m->nvolumes = le_get16(p + 90);
+	if (le_get32(p + 92) != 0)
 		return -EPROTO;
 	/* The count before the size: it indexes volumes[]. */
 	if (m->nvolumes > JOURNAL_MAX_VOLUMES)
@@ -353,7 +303,7 @@ decode_pair_create(const uint8_t *p, size_t len, struct wire_pair_create *m)
 		r = get_str(m->volumes[i].name, v, JOURNAL_VOLNAME_LEN);
 		if (r < 0)
 			return r;
-		m->volumes[i].size = get64(v + JOURNAL_VOLNAME_LEN);
+		m->volumes[i].size = le_get64(v + JOURNAL_VOLNAME_LEN);
 	}
 	return 0;
 }
@@ -363,8 +313,8 @@ decode_pair_attach(const uint8_t *p, size_t len, struct wire_pair_attach *m)
 {
 	if (len != PAIR_ATTACH_LEN)
 		return -EPROTO;
-	m->pair_id = get64(p + 64);
-	m->primary_seed = get64(p + 72);
+	m->pair_id = le_get64(p + 64);
+	m->primary_seed = le_get64(p + 72);
 	m->mode = p[80];
 	if (!all_zero(p + 81, 7))
 		return -EPROTO;
@@ -376,11 +326,11 @@ decode_read_journal(const uint8_t *p, size_t len, struct wire_read_journal *m)
 {
 	if (len != READ_JOURNAL_LEN)
 		return -EPROTO;
-	m->req_id = get64(p + 0);
-	m->received_seq = get64(p + 8);
-	m->restored_seq = get64(p + 16);
-	m->max_bytes = get32(p + 24);
-	if (get32(p + 28) != 0)
+	m->req_id = le_get64(p + 0);
+	m->received_seq = le_get64(p + 8);
+	m->restored_seq = le_get64(p + 16);
+	m->max_bytes = le_get32(p + 24);
+	if (le_get32(p + 28) != 0)
 		return -EPROTO;
 	return 0;
 }
@@ -390,11 +340,11 @@ decode_journal_data(const uint8_t *p, size_t len, struct wire_journal_data *m)
 {
 	if (len < JOURNAL_DATA_LEN)
 		return -EPROTO;
-	m->req_id = get64(p + 0);
-	m->first_seq = get64(p + 8);
-	m->last_seq = get64(p + 16);
-	m->nrecords = get32(p + 24);
-	m->raw_len = get32(p + 28);
+	m->req_id = le_get64(p + 0);
+	m->first_seq = le_get64(p + 8);
+	m->last_seq = le_get64(p + 16);
+	m->nrecords = le_get32(p + 24);
+	m->raw_len = le_get32(p + 28);
 	m->compression = p[32];
 	if (!all_zero(p + 33, 7))
 		return -EPROTO;
@@ -412,10 +362,10 @@ decode_primary_status(const uint8_t *p, size_t len, struct wire_primary_status *
 	m->state = p[0];
 	if (!all_zero(p + 1, 7))
 		return -EPROTO;
-	m->written_seq = get64(p + 8);
-	m->copy_done_bytes = get64(p + 16);
-	m->copy_total_bytes = get64(p + 24);
-	m->newest_ts_ns = get64(p + 32);
+	m->written_seq = le_get64(p + 8);
+	m->copy_done_bytes = le_get64(p + 16);
+	m->copy_total_bytes = le_get64(p + 24);
+	m->newest_ts_ns = le_get64(p + 32);
 	return 0;
 }
 
@@ -439,8 +389,8 @@ decode_payload(const uint8_t *p, size_t len, struct wire_msg *m)
 	case WIRE_PAIR_OK:
 		if (len != PAIR_OK_LEN)
 			return -EPROTO;
-		m->u.pair_ok.received_seq = get64(p + 0);
-		m->u.pair_ok.restored_seq = get64(p + 8);
+		m->u.pair_ok.received_seq = le_get64(p + 0);
+		m->u.pair_ok.restored_seq = le_get64(p + 8);
 		return 0;
 	case WIRE_READ_JOURNAL:
 		return decode_read_journal(p, len, &m->u.read_journal);
@@ -449,9 +399,9 @@ decode_payload(const uint8_t *p, size_t len, struct wire_msg *m)
 	case WIRE_STATUS:
 		if (len != STATUS_LEN)
 			return -EPROTO;
-		m->u.status.received_seq = get64(p + 0);
-		m->u.status.restored_seq = get64(p + 8);
-		m->u.status.restored_ts_ns = get64(p + 16);
+		m->u.status.received_seq = le_get64(p + 0);
+		m->u.status.restored_seq = le_get64(p + 8);
+		m->u.status.restored_ts_ns = le_get64(p + 16);
 		return 0;
 	case WIRE_PRIMARY_STATUS:
 		return decode_primary_status(p, len, &m->u.primary_status);
@@ -535,8 +485,8 @@ encode_payload(const struct wire_msg *msg, uint8_t *p)
 
 	switch (msg->hdr.type) {
 	case WIRE_HELLO:
-		put32(p + 0, msg->u.hello.version);
-		put32(p + 4, msg->u.hello.role);
+		le_put32(p + 0, msg->u.hello.version);
+		le_put32(p + 4, msg->u.hello.role);
 		memcpy(p + 8, msg->u.hello.nonce, WIRE_NONCE_LEN);
 		put_str(p + 40, msg->u.hello.site, WIRE_SITE_LEN);
 		break;
@@ -544,62 +494,62 @@ encode_payload(const struct wire_msg *msg, uint8_t *p)
 		memcpy(p, msg->u.auth.mac, WIRE_MAC_LEN);
 		break;
 	case WIRE_ERROR:
-		put32(p, (uint32_t)msg->u.error.code);
+		le_put32(p, (uint32_t)msg->u.error.code);
 		n = strnlen(msg->u.error.message, WIRE_MAX_ERROR);
 		memcpy(p + ERROR_MIN_LEN, msg->u.error.message, n);
 		break;
 	case WIRE_PAIR_CREATE:
 		put_str(p, pc->group, JOURNAL_GROUPNAME_LEN);
-		put64(p + 64, pc->pair_id);
-		put64(p + 72, pc->start_seq);
-		put64(p + 80, pc->primary_seed);
+		le_put64(p + 64, pc->pair_id);
+		le_put64(p + 72, pc->start_seq);
+		le_put64(p + 80, pc->primary_seed);
 		p[88] = pc->mode;
 		p[89] = pc->initial_copy;
-		put16(p + 90, pc->nvolumes);
+		le_put16(p + 90, pc->nvolumes);
 		for (size_t i = 0; i < pc->nvolumes; i++) {
 			uint8_t *v = p + PAIR_CREATE_LEN + i * VOLUME_LEN;
 
 			put_str(v, pc->volumes[i].name, JOURNAL_VOLNAME_LEN);
-			put64(v + JOURNAL_VOLNAME_LEN, pc->volumes[i].size);
+			le_put64(v + JOURNAL_VOLNAME_LEN, pc->volumes[i].size);
 		}
 		break;
 	case WIRE_PAIR_ATTACH:
 		put_str(p, msg->u.pair_attach.group, JOURNAL_GROUPNAME_LEN);
-		put64(p + 64, msg->u.pair_attach.pair_id);
-		put64(p + 72, msg->u.pair_attach.primary_seed);
+		le_put64(p + 64, msg->u.pair_attach.pair_id);
+		le_put64(p + 72, msg->u.pair_attach.primary_seed);
 		p[80] = msg->u.pair_attach.mode;
 		break;
 	case WIRE_PAIR_OK:
-		put64(p + 0, msg->u.pair_ok.received_seq);
-		put64(p + 8, msg->u.pair_ok.restored_seq);
+		le_put64(p + 0, msg->u.pair_ok.received_seq);
+		le_put64(p + 8, msg->u.pair_ok.restored_seq);
 		break;
 	case WIRE_READ_JOURNAL:
-		put64(p + 0, msg->u.read_journal.req_id);
-		put64(p + 8, msg->u.read_journal.received_seq);
-		put64(p + 16, msg->u.read_journal.restored_seq);
-		put32(p + 24, msg->u.read_journal.max_bytes);
+		le_put64(p + 0, msg->u.read_journal.req_id);
+		le_put64(p + 8, msg->u.read_journal.received_seq);
+		le_put64(p + 16, msg->u.read_journal.restored_seq);
+		le_put32(p + 24, msg->u.read_journal.max_bytes);
 		break;
 	case WIRE_JOURNAL_DATA:
-		put64(p + 0, jd->req_id);
-		put64(p + 8, jd->first_seq);
-		put64(p + 16, jd->last_seq);
-		put32(p + 24, jd->nrecords);
-		put32(p + 28, jd->raw_len);
+		le_put64(p + 0, jd->req_id);
+		le_put64(p + 8, jd->first_seq);
+		le_put64(p + 16, jd->last_seq);
+		le_put32(p + 24, jd->nrecords);
+		le_put32(p + 28, jd->raw_len);
 		p[32] = jd->compression;
 		if (jd->data_len)
 			memcpy(p + JOURNAL_DATA_LEN, jd->data, jd->data_len);
 		break;
 	case WIRE_STATUS:
-		put64(p + 0, msg->u.status.received_seq);
-		put64(p + 8, msg->u.status.restored_seq);
-		put64(p + 16, msg->u.status.restored_ts_ns);
+		le_put64(p + 0, msg->u.status.received_seq);
+		le_put64(p + 8, msg->u.status.restored_seq);
+		le_put64(p + 16, msg->u.status.restored_ts_ns);
 		break;
 	case WIRE_PRIMARY_STATUS:
 		p[0] = msg->u.primary_status.state;
-		put64(p + 8, msg->u.primary_status.written_seq);
-		put64(p + 16, msg->u.primary_status.copy_done_bytes);
-		put64(p + 24, msg->u.primary_status.copy_total_bytes);
-		put64(p + 32, msg->u.primary_status.newest_ts_ns);
+		le_put64(p + 8, msg->u.primary_status.written_seq);
+		le_put64(p + 16, msg->u.primary_status.copy_done_bytes);
+		le_put64(p + 24, msg->u.primary_status.copy_total_bytes);
+		le_put64(p + 32, msg->u.primary_status.newest_ts_ns);
 		break;
 	default:
 		break;
@@ -627,11 +577,11 @@ wire_encode(const struct wire_msg *msg, void *out, size_t cap)
 	fixed = msg->hdr.type == WIRE_JOURNAL_DATA ? JOURNAL_DATA_LEN : plen;
 	memset(p, 0, WIRE_HDR_SIZE + fixed);
 	encode_payload(msg, p + WIRE_HDR_SIZE);
-	put32(p + HDR_MAGIC, WIRE_MAGIC);
-	put16(p + HDR_TYPE, msg->hdr.type);
-	put32(p + HDR_PAYLOAD_LEN, (uint32_t)plen);
-	put64(p + HDR_PAYLOAD_CSUM, plen ? XXH3_64bits(p + WIRE_HDR_SIZE, plen) : 0);
-	put64(p + HDR_CSUM, XXH3_64bits(p, HDR_CSUM));
+	le_put32(p + HDR_MAGIC, WIRE_MAGIC);
+	le_put16(p + HDR_TYPE, msg->hdr.type);
+	le_put32(p + HDR_PAYLOAD_LEN, (uint32_t)plen);
+	le_put64(p + HDR_PAYLOAD_CSUM, plen ? XXH3_64bits(p + WIRE_HDR_SIZE, plen) : 0);
+	le_put64(p + HDR_CSUM, XXH3_64bits(p, HDR_CSUM));
 	return (ssize_t)(WIRE_HDR_SIZE + plen);
 }
 
