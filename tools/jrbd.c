@@ -23,6 +23,7 @@
 #include "ctl/ctl.h"
 #include "daemon/daemon.h"
 #include "journal/journal.h"
+#include "pair/pair_fsm.h"
 
 #define EXIT_USAGE 2
 #define EXIT_NO_DAEMON 3
@@ -168,6 +169,8 @@ cmd_daemon(int argc, char **argv)
 		{"site", required_argument, NULL, 'S'},
 		{"window", required_argument, NULL, 'W'},
 		{"compress-level", required_argument, NULL, 'Z'},
+		{"on-event", required_argument, NULL, 'E'},
+		{"advertise", required_argument, NULL, 'A'},
 		{NULL, 0, NULL, 0},
 	};
 	struct daemon_opts d = {.io_engine = "auto"};
@@ -197,6 +200,17 @@ cmd_daemon(int argc, char **argv)
 			break;
 		case 'S':
 			d.site = optarg;
+			break;
+		case 'E':
+			if (access(optarg, X_OK) < 0) {
+				fprintf(stderr, "jrbd daemon: --on-event '%s': %s\n", optarg,
+					strerror(errno));
+				return EXIT_USAGE;
+			}
+			d.on_event = optarg;
+			break;
+		case 'A':
+			d.advertise = optarg;
 			break;
 		case 'W': {
 			char *end;
@@ -314,10 +328,19 @@ cmd_group_create(int argc, char **argv)
 		{"journal", required_argument, NULL, 'j'},
 		{"journal-size", required_argument, NULL, 's'},
 		{"volume", required_argument, NULL, 'v'},
+		{"region-size", required_argument, NULL, 'R'},
+		{"high-water", required_argument, NULL, 'H'},
+		{"inflow-control", no_argument, NULL, 'I'},
+		{"overflow-watch", required_argument, NULL, 'O'},
+		{"link-timeout", required_argument, NULL, 'T'},
+		{"no-auto-resync", no_argument, NULL, 'N'},
+		{"auto-resync-errors", no_argument, NULL, 'X'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *journal = NULL;
-	uint64_t jsize = 0;
+	uint64_t jsize = 0, region = 64 << 10;
+	double hw = 80, ow = 60, lt = 30;
+	int inflow = 0, auto_link = 1, auto_err = 0;
 	json_t *vols = json_array();
 	char *jpath;
 	int c, r;
@@ -343,6 +366,41 @@ cmd_group_create(int argc, char **argv)
 				return r;
 			}
 			break;
+		case 'R':
+			if (util_parse_size(optarg, &region) < 0) {
+				fprintf(stderr, "jrbd: --region-size '%s': not a size\n", optarg);
+				goto usage;
+			}
+			break;
+		case 'H':
+			hw = atof(optarg);
+			if (hw < 1 || hw > 99) {
+				fprintf(stderr, "jrbd: --high-water: a percentage, 1..99\n");
+				goto usage;
+			}
+			break;
+		case 'I':
+			inflow = 1;
+			break;
+		case 'O':
+		case 'T': {
+			char *end;
+			double v = strtod(optarg, &end);
+
+			if (*end || v < 0) {
+				fprintf(stderr, "jrbd: --%s: seconds\n",
+					c == 'O' ? "overflow-watch" : "link-timeout");
+				goto usage;
+			}
+			*(c == 'O' ? &ow : &lt) = v;
+			break;
+		}
+		case 'N':
+			auto_link = 0;
+			break;
+		case 'X':
+			auto_err = 1;
+			break;
 		default:
 			goto usage;
 		}
@@ -359,9 +417,13 @@ cmd_group_create(int argc, char **argv)
 		json_decref(vols);
 		return 1;
 	}
-	r = simple_call(json_pack("{s:s, s:s, s:s, s:I, s:o}", "cmd", "group-create", "name",
-				  argv[optind], "journal", jpath, "journal_size",
-				  (json_int_t)jsize, "volumes", vols));
+	r = simple_call(json_pack("{s:s, s:s, s:s, s:I, s:o, s:I, s:I, s:b, s:I, s:I, s:b, s:b}",
+				  "cmd", "group-create", "name", argv[optind], "journal", jpath,
+				  "journal_size", (json_int_t)jsize, "volumes", vols, "region_size",
+				  (json_int_t)region, "high_water_pct", (json_int_t)hw,
+				  "inflow_control", inflow, "overflow_watch_ms",
+				  (json_int_t)(ow * 1000), "link_timeout_ms", (json_int_t)(lt * 1000),
+				  "auto_resync_link", auto_link, "auto_resync_error", auto_err));
 	free(jpath);
 	if (r == 0)
 		printf("group '%s' created\n", argv[optind]);
@@ -463,6 +525,21 @@ print_group(json_t *g)
 			       ", rate ",
 			       util_format_size((uint64_t)jint(cp, "rate_bytes_per_s"), rate,
 						sizeof(rate)));
+		{
+			const char *why = json_string_value(json_object_get(v, "reason"));
+			json_t *bm = json_object_get(v, "bitmap");
+
+			if (why && *why)
+				printf("  pair state %s: %s\n", json_string_value(json_object_get(v, "state")),
+				       why);
+			if (bm && (jint(bm, "dirty_bytes") || json_is_true(json_object_get(bm, "tracking"))))
+				printf("  difference bitmaps: %s marked%s\n",
+				       util_format_size((uint64_t)jint(bm, "dirty_bytes"), a, sizeof(a)),
+				       json_is_true(json_object_get(bm, "tracking")) ? ", tracking writes" : "");
+			if (json_object_get(v, "pending"))
+				printf("  pair: %s in progress\n",
+				       json_string_value(json_object_get(v, "pending")));
+		}
 		if (err && *err)
 			printf("  pair error: %s\n", err);
 	}
@@ -667,6 +744,138 @@ cmd_pair_create(int argc, char **argv)
 	return r;
 }
 
+/* suspend/resync/takeover/delete: one request, answered when the pair is done. */
+static int
+pair_verb(int argc, char **argv, const char *verb)
+{
+	static const struct option opts[] = {
+		{"dir", required_argument, NULL, OPT_DIR},
+		{"drain", no_argument, NULL, 'd'},
+		{"swap", no_argument, NULL, 's'},
+		{"force", no_argument, NULL, 'f'},
+		{"json", no_argument, NULL, OPT_JSON},
+		{NULL, 0, NULL, 0},
+	};
+	int c, drain = 0, swap = 0, force = 0, json = 0, code = 0;
+	char cmd[32];
+	json_t *req, *reply;
+	const char *msg;
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == OPT_DIR)
+			state_dir = optarg;
+		else if (c == 'd' && !strcmp(verb, "suspend"))
+			drain = 1;
+		else if (c == 's' && !strcmp(verb, "resync"))
+			swap = 1;
+		else if (c == 'f' && !strcmp(verb, "resync"))
+			force = 1;
+		else if (c == OPT_JSON)
+			json = 1;
+		else
+			return EXIT_USAGE;
+	}
+	if (optind + 1 != argc || need_dir() < 0) {
+		fprintf(stderr, "jrbd pair %s: need GROUP\n", verb);
+		return EXIT_USAGE;
+	}
+	snprintf(cmd, sizeof(cmd), "pair-%s", verb);
+	req = json_pack("{s:s, s:s, s:b, s:b, s:b}", "cmd", cmd, "name", argv[optind], "drain",
+			drain, "swap", swap, "force", force);
+	call_timeout_ms = 180000; /* drains and swaps wait for the other site */
+	reply = call(req, &code);
+	if (!reply)
+		return code;
+	msg = json_string_value(json_object_get(reply, "message"));
+	if (json) {
+		print_reply_json(reply);
+	} else {
+		printf("group '%s': pair %s%s: %s\n", argv[optind], verb, swap ? " --swap" : "",
+		       msg ? msg : "done");
+	}
+	/* takeover's exit code says which variant ran (README). */
+	if (!strcmp(verb, "takeover")) {
+		if (json_is_true(json_object_get(reply, "noop")))
+			code = 0;
+		else if (msg && !strncmp(msg, "swap", 4))
+			code = 11;
+		else
+			code = 10;
+	}
+	json_decref(reply);
+	return code;
+}
+
+static int
+cmd_pair_suspend(int argc, char **argv)
+{
+	return pair_verb(argc, argv, "suspend");
+}
+
+static int
+cmd_pair_resync(int argc, char **argv)
+{
+	return pair_verb(argc, argv, "resync");
+}
+
+static int
+cmd_pair_takeover(int argc, char **argv)
+{
+	return pair_verb(argc, argv, "takeover");
+}
+
+static int
+cmd_pair_delete(int argc, char **argv)
+{
+	return pair_verb(argc, argv, "delete");
+}
+
+/* Exit code = role and state, as array tools do (README "pair check"). */
+static int
+cmd_pair_check(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"dir", required_argument, NULL, OPT_DIR},
+		{NULL, 0, NULL, 0},
+	};
+	int c, code = 0;
+	json_t *reply, *g, *p;
+	const char *role = "simplex", *state = "SMPL";
+	enum pair_role r = PAIR_ROLE_NONE;
+	enum pair_state st = PAIR_STATE_SMPL;
+	static const char *const states[] = {"SMPL", "COPY", "PAIR", "PFUL", "PFUS", "PSUS", "PSUE",
+					     "SSWS"};
+
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == OPT_DIR)
+			state_dir = optarg;
+		else
+			return EXIT_USAGE;
+	}
+	if (optind + 1 != argc || need_dir() < 0) {
+		fprintf(stderr, "jrbd pair check: need GROUP\n");
+		return EXIT_USAGE;
+	}
+	reply = call(json_pack("{s:s, s:s}", "cmd", "display", "name", argv[optind]), &code);
+	if (!reply)
+		return 1;
+	g = json_array_get(json_object_get(reply, "groups"), 0);
+	p = json_object_get(g, "pair");
+	if (p) {
+		role = json_string_value(json_object_get(p, "role"));
+		state = json_string_value(json_object_get(p, "state"));
+		r = !strcmp(role, "primary") ? PAIR_ROLE_PRIMARY : PAIR_ROLE_SECONDARY;
+		for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
+			if (!strcmp(states[i], state))
+				st = (enum pair_state)i;
+		}
+	}
+	code = pair_check_exit_code(r, st);
+	printf("%s %s %s\n", argv[optind], p ? role : "simplex", p ? state : "SMPL");
+	json_decref(reply);
+	return code;
+}
+
 static int
 cmd_not_yet(int argc, char **argv)
 {
@@ -683,10 +892,13 @@ static const struct command commands[] = {
 	 "daemon --dir DIR [--nbd ADDR|unix:PATH]... [--io-engine auto|uring|aio|sync]\n"
 	 "           [--data-cache direct|writeback] [--io-depth N] [--log-level LEVEL]\n"
 	 "           [--listen HOST:PORT] [--secret-file F] [--site NAME] [--window N]\n"
-	 "           [--compress-level N]",
+	 "           [--compress-level N] [--on-event PROG] [--advertise HOST:PORT]",
 	 "run the site daemon (foreground)"},
 	{"group create", cmd_group_create,
-	 "group create GROUP --journal PATH [--journal-size SIZE] --volume NAME=PATH[:SIZE]...",
+	 "group create GROUP --journal PATH [--journal-size SIZE] --volume NAME=PATH[:SIZE]...\n"
+	 "           [--region-size SIZE] [--high-water PCT] [--inflow-control]\n"
+	 "           [--overflow-watch SECS] [--link-timeout SECS] [--no-auto-resync]\n"
+	 "           [--auto-resync-errors]",
 	 "create a journal group (sparse volumes created when missing)"},
 	{"group delete", cmd_group_delete, "group delete GROUP [--force]",
 	 "forget a group (files are kept)"},
@@ -695,10 +907,18 @@ static const struct command commands[] = {
 	{"pair create", cmd_pair_create,
 	 "pair create GROUP --remote HOST:PORT [--mode async|sync] [--no-initial-copy]",
 	 "pair a group with the same-named group of the remote daemon (run at the primary)"},
-	{"pair suspend", cmd_not_yet, "pair suspend GROUP", "(not yet)"},
-	{"pair resync", cmd_not_yet, "pair resync GROUP", "(not yet)"},
-	{"pair takeover", cmd_not_yet, "pair takeover GROUP", "(not yet)"},
-	{"pair delete", cmd_not_yet, "pair delete GROUP", "(not yet)"},
+	{"pair suspend", cmd_pair_suspend, "pair suspend GROUP [--drain]",
+	 "stop replicating (PSUS); host writes go on, tracked in the difference bitmaps"},
+	{"pair resync", cmd_pair_resync, "pair resync GROUP [--swap] [--force]",
+	 "copy only the changed regions and return to PAIR (--swap: at the secondary, become "
+	 "the primary)"},
+	{"pair takeover", cmd_pair_takeover, "pair takeover GROUP",
+	 "at the secondary: swap roles if the primary is reachable, else make the S-VOLs "
+	 "writable (SSWS); exit 10 takeover, 11 swap, 0 nothing to do"},
+	{"pair delete", cmd_pair_delete, "pair delete GROUP",
+	 "dissolve the pair at both sites (SMPL); volumes keep their data"},
+	{"pair check", cmd_pair_check, "pair check GROUP",
+	 "exit code = role and state: 10 SMPL, 2x primary, 3x secondary (README)"},
 	{"pair verify", cmd_not_yet, "pair verify GROUP", "(not yet)"},
 	{"journal dump", cmd_journal_dump, "journal dump PATH [--json]",
 	 "print a journal's superblock and records with checksum verdicts"},

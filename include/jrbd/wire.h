@@ -36,7 +36,8 @@
  *                92:4 reserved  96:.. nvolumes x {0:40 name, 40:8 size}
  *   PAIR_ATTACH  0:64 group  64:8 pair_id  72:8 primary_seed  80:1 mode
  *                81:7 reserved
- *   PAIR_OK      0:8 received_seq  8:8 restored_seq
+ *   PAIR_OK      0:8 received_seq  8:8 restored_seq  16:1 state (enum wire_pair_state,
+ *                the secondary's)  17:7 reserved  24:8 gen  32:8 synced_gen
  *   READ_JOURNAL 0:8 req_id  8:8 received_seq  16:8 restored_seq  24:4 max_bytes
  *                28:4 reserved
  *   JOURNAL_DATA 0:8 req_id  8:8 first_seq  16:8 last_seq  24:4 nrecords
@@ -47,6 +48,29 @@
  *   STATUS       0:8 received_seq  8:8 restored_seq  16:8 restored_ts_ns
  *   PRIMARY_STATUS 0:1 state (enum wire_pair_state)  1:7 reserved  8:8 written_seq
  *                16:8 copy_done_bytes  24:8 copy_total_bytes  32:8 newest_ts_ns
+ *                40:8 gen  48:8 synced_gen  56:8 start_seq  64:128 primary_addr (the
+ *                primary's replication HOST:PORT, NUL-padded; may be empty)
+ *                192:.. reason (text, at most WIRE_MAX_REASON bytes)
+ *   PAIR_CMD     0:1 cmd (enum wire_pair_cmd; | WIRE_CMD_REPLY in the answer)
+ *                1:1 flags (WIRE_CMD_FORCE | WIRE_CMD_DRAIN | WIRE_CMD_REFUSED)
+ *                2:6 reserved  8:8 pair_id  16:8 seq  24:8 gen  32:8 synced_gen
+ *                40:.. text (text, at most WIRE_MAX_REASON bytes; why, when REFUSED).
+ *                WIRE_CMD_REFUSED only in a reply.
+ *   BITMAP       0:2 volume (the primary's volume id, < JOURNAL_MAX_VOLUMES)
+ *                2:2 flags (WIRE_BITMAP_LAST: the last chunk of the whole transfer)
+ *                4:4 region_size (a power of two, WIRE_BITMAP_MIN_REGION..
+ *                WIRE_BITMAP_MAX_REGION)  8:8 first_region  16:4 nbits
+ *                (<= WIRE_BITMAP_MAX_BITS; 0 only with LAST, an empty final marker)
+ *                20:4 reserved  24:.. bits: exactly (nbits + 7) / 8 bytes, LSB-first
+ *                (region first_region + i is bit i % 8 of byte i / 8); the unused
+ *                high bits of the last byte are 0. The regions covered end at or
+ *                below 2^64 bytes: (first_region + nbits) * region_size fits 64 bits.
+ *
+ * Text fields (ERROR's message, reason, PAIR_CMD's text) are UTF-8, not
+ * NUL-terminated on the wire: their length is what is left of the payload,
+ * and they are NUL-terminated when decoded. A reason or PAIR_CMD text must
+ * hold no NUL and no control characters (refused); only an ERROR's message
+ * is sanitized instead.
  *
  * Records in JOURNAL_DATA are the master journal's records exactly as stored
  * (include/jrbd/journal_format.h: 64-byte header, then payload), packed back
@@ -72,6 +96,13 @@
 #define WIRE_MAC_LEN 32u
 #define WIRE_SITE_LEN 64u
 #define WIRE_MAX_ERROR 1024u
+#define WIRE_MAX_REASON 256u
+#define WIRE_ADDR_LEN 128u
+/* BITMAP limits: region sizes, and the bits of one chunk (its bytes are at
+ * most WIRE_MAX_DATA). */
+#define WIRE_BITMAP_MIN_REGION 4096u
+#define WIRE_BITMAP_MAX_REGION (1u << 30)
+#define WIRE_BITMAP_MAX_BITS (WIRE_MAX_DATA * 8u)
 
 enum wire_type {
 	WIRE_HELLO = 1,
@@ -84,6 +115,8 @@ enum wire_type {
 	WIRE_JOURNAL_DATA = 8,
 	WIRE_STATUS = 9,
 	WIRE_PRIMARY_STATUS = 10,
+	WIRE_PAIR_CMD = 11,
+	WIRE_BITMAP = 12,
 };
 
 enum wire_role {
@@ -104,6 +137,32 @@ enum wire_compression {
 enum wire_pair_state {
 	WIRE_STATE_COPY = 1,
 	WIRE_STATE_PAIR = 2,
+	WIRE_STATE_PFUL = 3,
+	WIRE_STATE_PFUS = 4,
+	WIRE_STATE_PSUS = 5,
+	WIRE_STATE_PSUE = 6,
+	WIRE_STATE_SSWS = 7,
+};
+
+/* PAIR_CMD's cmd; a reply carries the cmd it answers | WIRE_CMD_REPLY. */
+enum wire_pair_cmd_code {
+	WIRE_CMD_RESYNC = 1,
+	WIRE_CMD_DELETE = 2,
+	WIRE_CMD_SWAP = 3,
+	WIRE_CMD_SUSPEND = 4,
+};
+#define WIRE_CMD_REPLY 0x80u
+
+/* PAIR_CMD's flags (bits); a receiver refuses others. */
+enum wire_pair_cmd_flag {
+	WIRE_CMD_FORCE = 1,
+	WIRE_CMD_DRAIN = 2,
+	WIRE_CMD_REFUSED = 4, /* reply only: the answer is no, text says why */
+};
+
+/* BITMAP's flags (bits); a receiver refuses others. */
+enum wire_bitmap_flag {
+	WIRE_BITMAP_LAST = 1,
 };
 
 struct wire_hdr {
@@ -155,6 +214,9 @@ struct wire_pair_attach {
 struct wire_pair_ok {
 	uint64_t received_seq;
 	uint64_t restored_seq;
+	uint8_t state; /* enum wire_pair_state */
+	uint64_t gen;
+	uint64_t synced_gen;
 };
 
 struct wire_read_journal {
@@ -187,6 +249,30 @@ struct wire_primary_status {
 	uint64_t copy_done_bytes;
 	uint64_t copy_total_bytes;
 	uint64_t newest_ts_ns;
+	uint64_t gen;
+	uint64_t synced_gen;
+	uint64_t start_seq;
+	char primary_addr[WIRE_ADDR_LEN + 1]; /* NUL-terminated when decoded */
+	char reason[WIRE_MAX_REASON + 1];     /* NUL-terminated when decoded */
+};
+
+struct wire_pair_cmd {
+	uint8_t cmd;   /* enum wire_pair_cmd_code, | WIRE_CMD_REPLY in a reply */
+	uint8_t flags; /* enum wire_pair_cmd_flag bits */
+	uint64_t pair_id;
+	uint64_t seq;
+	uint64_t gen;
+	uint64_t synced_gen;
+	char text[WIRE_MAX_REASON + 1]; /* NUL-terminated when decoded */
+};
+
+struct wire_bitmap {
+	uint16_t volume;
+	uint16_t flags; /* enum wire_bitmap_flag bits */
+	uint32_t region_size;
+	uint64_t first_region;
+	uint32_t nbits;
+	const uint8_t *bits; /* decoded: points into the frame payload */
 };
 
 /*
@@ -205,6 +291,8 @@ struct wire_msg {
 		struct wire_journal_data journal_data;
 		struct wire_status status;
 		struct wire_primary_status primary_status;
+		struct wire_pair_cmd pair_cmd;
+		struct wire_bitmap bitmap;
 	} u;
 };
 

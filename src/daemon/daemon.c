@@ -158,6 +158,8 @@ daemon_group_open(struct daemon *d, struct group_config *cfg)
 	dg->cfg = *cfg;
 	dg->cfg.buffered_data = d->opts->buffered_data;
 	memset(cfg, 0, sizeof(*cfg));
+	free(dg->cfg.bitmap_dir);
+	dg->cfg.bitmap_dir = strdup(d->groups_dir);
 	r = group_open(&dg->cfg, d->loop, d->io, &dg->g, dg->error, sizeof(dg->error));
 	if (r < 0) {
 		dg->g = NULL;
@@ -320,12 +322,28 @@ reply_ok(void)
 	return json_pack("{s:i, s:b}", "v", CTL_VERSION, "ok", 1);
 }
 
+/* Difference bitmaps belong to a group's life: a new group of the same
+ * name must not inherit old bits. */
+static void
+remove_bitmaps(struct daemon *d, const struct group_config *cfg)
+{
+	char path[PATH_MAX * 2];
+
+	for (unsigned k = 0; k < cfg->nvolumes; k++) {
+		snprintf(path, sizeof(path), "%s/%s.%s.bitmap", d->groups_dir, cfg->name,
+			 cfg->volumes[k].name);
+		if (unlink(path) < 0 && errno != ENOENT)
+			log_warn("cannot remove '%s': %s", path, strerror(errno));
+	}
+}
+
 static json_t *
 cmd_group_create(struct daemon *d, json_t *req)
 {
 	struct group_config cfg = {0};
 	const char *name = NULL, *journal = NULL;
-	json_int_t jsize = 0;
+	json_int_t jsize = 0, region = GROUP_DEFAULT_REGION_SIZE, hw = 80, ow = 60000, lt = 30000;
+	int inflow = 0, al = 1, ae = 0;
 	json_t *vols = NULL, *v, *reply;
 	json_error_t jerr;
 	struct daemon_group *dg;
@@ -333,10 +351,27 @@ cmd_group_create(struct daemon *d, json_t *req)
 	size_t i;
 	int r;
 
-	if (json_unpack_ex(req, &jerr, 0, "{s:s, s:s, s?I, s:o}", "name", &name, "journal",
-			   &journal, "journal_size", &jsize, "volumes", &vols) ||
+	if (json_unpack_ex(req, &jerr, 0,
+			   "{s:s, s:s, s?I, s:o, s?I, s?I, s?b, s?I, s?I, s?b, s?b}", "name", &name,
+			   "journal", &journal, "journal_size", &jsize, "volumes", &vols,
+			   "region_size", &region, "high_water_pct", &hw, "inflow_control",
+			   &inflow, "overflow_watch_ms", &ow, "link_timeout_ms", &lt,
+			   "auto_resync_link", &al, "auto_resync_error", &ae) ||
 	    !json_is_array(vols) || jsize < 0)
 		return reply_error(EINVAL, "group-create: %s", jerr.text);
+	/* A region is copied as one record at most, so it can't exceed one. */
+	if (region < 4096 || region > JOURNAL_MAX_PAYLOAD || (region & (region - 1)))
+		return reply_error(EINVAL, "region size %lld: a power of two from 4 KiB to %u KiB",
+				   (long long)region, JOURNAL_MAX_PAYLOAD >> 10);
+	if (hw < 1 || hw > 99 || ow < 0 || lt < 0)
+		return reply_error(EINVAL, "high-water mark 1..99 %%, watch times >= 0");
+	cfg.region_size = (uint32_t)region;
+	cfg.ropts.high_water_pct = (unsigned)hw;
+	cfg.ropts.inflow_control = inflow;
+	cfg.ropts.overflow_watch_ms = (uint64_t)ow;
+	cfg.ropts.link_timeout_ms = (uint64_t)lt;
+	cfg.ropts.auto_resync_link = al;
+	cfg.ropts.auto_resync_error = ae;
 	if (!util_valid_name(name, JOURNAL_GROUPNAME_LEN))
 		return reply_error(EINVAL, "invalid group name '%s' (letters, digits, '_', '-', "
 				   "'.', at most %u characters)", name, JOURNAL_GROUPNAME_LEN - 1);
@@ -432,6 +467,7 @@ cmd_group_create(struct daemon *d, json_t *req)
 			}
 		}
 	}
+	remove_bitmaps(d, &cfg);
 	r = group_config_save(&cfg, d->groups_dir);
 	if (r < 0) {
 		reply = reply_error(r, "group '%s': cannot save its configuration in '%s': %s",
@@ -500,6 +536,7 @@ cmd_group_delete(struct daemon *d, json_t *req)
 	}
 	if (dg->g && d->repl)
 		repl_group_detach(d->repl, dg->g);
+	remove_bitmaps(d, &dg->cfg);
 	daemon_group_free(dg);
 	log_info("group '%s': deleted (volumes and journal files are kept)", name);
 	return reply_ok();
@@ -593,6 +630,7 @@ struct pending_create {
 	struct daemon *d;
 	uint64_t conn_id;
 	char group[JOURNAL_GROUPNAME_LEN];
+	const char *verb;
 };
 
 static struct ctl_conn *
@@ -612,8 +650,12 @@ pair_create_done(void *arg, int err, const char *msg)
 	struct ctl_conn *c = find_conn(pc->d, pc->conn_id);
 
 	if (c) {
-		json_t *reply = err ? reply_error(err, "group '%s': pair create: %s", pc->group, msg)
+		json_t *reply = err ? reply_error(err, "group '%s': pair %s: %s", pc->group, pc->verb,
+						  msg)
 				    : reply_ok();
+
+		if (!err && msg && msg[0])
+			json_object_set_new(reply, "message", json_string(msg));
 
 		c->deferred = false;
 		ctl_send_reply(pc->d, c, reply);
@@ -648,6 +690,7 @@ cmd_pair_create(struct daemon *d, struct ctl_conn *c, json_t *req)
 		return reply_error(ENOMEM, "out of memory");
 	pc->d = d;
 	pc->conn_id = c->id;
+	pc->verb = "create";
 	snprintf(pc->group, sizeof(pc->group), "%s", name);
 	r = repl_pair_create(d->repl, dg->g, remote,
 			     strcmp(mode, "sync") ? PAIR_MODE_ASYNC : PAIR_MODE_SYNC, initial_copy,
@@ -658,6 +701,59 @@ cmd_pair_create(struct daemon *d, struct ctl_conn *c, json_t *req)
 	}
 	c->deferred = true;
 	return NULL;
+}
+
+/* suspend, resync, takeover, delete: answered now or when the pair is done. */
+static json_t *
+cmd_pair_lifecycle(struct daemon *d, struct ctl_conn *c, json_t *req, const char *verb)
+{
+	const char *name = NULL;
+	int drain = 0, swap = 0, force = 0;
+	struct daemon_group *dg;
+	struct pending_create *pc;
+	json_error_t jerr;
+	char err[512] = "";
+	json_t *reply;
+	int r;
+
+	if (json_unpack_ex(req, &jerr, 0, "{s:s, s?b, s?b, s?b}", "name", &name, "drain", &drain,
+			   "swap", &swap, "force", &force))
+		return reply_error(EINVAL, "pair-%s: %s", verb, jerr.text);
+	dg = find_group(d, name);
+	if (!dg)
+		return reply_error(ENOENT, "no group '%s'", name);
+	if (!dg->g)
+		return reply_error(EIO, "group '%s' is not open: %s", name, dg->error);
+	if (!d->repl)
+		return reply_error(ENOTSUP, "replication is not running in this daemon");
+	pc = calloc(1, sizeof(*pc));
+	if (!pc)
+		return reply_error(ENOMEM, "out of memory");
+	pc->d = d;
+	pc->conn_id = c->id;
+	pc->verb = verb;
+	snprintf(pc->group, sizeof(pc->group), "%s", name);
+	if (!strcmp(verb, "suspend"))
+		r = repl_pair_suspend(d->repl, dg->g, drain, pair_create_done, pc, err, sizeof(err));
+	else if (!strcmp(verb, "resync"))
+		r = repl_pair_resync(d->repl, dg->g, swap, force, pair_create_done, pc, err,
+				     sizeof(err));
+	else if (!strcmp(verb, "takeover"))
+		r = repl_pair_takeover(d->repl, dg->g, pair_create_done, pc, err, sizeof(err));
+	else
+		r = repl_pair_delete(d->repl, dg->g, pair_create_done, pc, err, sizeof(err));
+	if (r == 0) {
+		c->deferred = true;
+		return NULL;
+	}
+	free(pc);
+	if (r < 0)
+		return reply_error(r, "group '%s': pair %s: %s", name, verb, err);
+	reply = reply_ok();
+	json_object_set_new(reply, "message", json_string(err));
+	if (!strncmp(err, "nothing to do", 13))
+		json_object_set_new(reply, "noop", json_true());
+	return reply;
 }
 
 static json_t *
@@ -697,6 +793,14 @@ ctl_dispatch(struct daemon *d, struct ctl_conn *c, const uint8_t *body, size_t l
 		reply = cmd_display(d, req);
 	else if (!strcmp(cmd, "pair-create"))
 		reply = cmd_pair_create(d, c, req);
+	else if (!strcmp(cmd, "pair-suspend"))
+		reply = cmd_pair_lifecycle(d, c, req, "suspend");
+	else if (!strcmp(cmd, "pair-resync"))
+		reply = cmd_pair_lifecycle(d, c, req, "resync");
+	else if (!strcmp(cmd, "pair-takeover"))
+		reply = cmd_pair_lifecycle(d, c, req, "takeover");
+	else if (!strcmp(cmd, "pair-delete"))
+		reply = cmd_pair_lifecycle(d, c, req, "delete");
 	else if (!strcmp(cmd, "status"))
 		reply = cmd_status(d);
 	else if (!strcmp(cmd, "shutdown")) {
@@ -1023,6 +1127,8 @@ daemon_run(const struct daemon_opts *opts)
 			.site = opts->site,
 			.window = opts->window,
 			.compress_level = opts->compress_level,
+			.on_event = opts->on_event,
+			.advertise = opts->advertise,
 		};
 		char site[64], err[512] = "";
 

@@ -22,6 +22,8 @@ struct daemon_opts {
 	const char *io_engine;   /* "auto" by default */
 	unsigned io_depth;
 	bool buffered_data; /* --data-cache writeback */
+	const char *on_event;  /* hook run on every pair state change */
+	const char *advertise; /* replication HOST:PORT the peer dials after a swap */
 };
 
 /* Runs until SIGTERM/SIGINT or a shutdown command. Returns a process exit code. */

@@ -40,6 +40,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/util.h"
+#include "bitmap/diffmap.h"
 #include "journal/journal.h"
 
 enum group_io_state {
@@ -106,6 +108,17 @@ struct group {
 	struct io_list sync_hold; /* done writes waiting for the secondary */
 	struct group_io *base_watch[GROUP_MAX_BASE_WATCH]; /* BASE requests between read and append */
 	struct group_io *base_barrier; /* re-reading: nothing is appended before it */
+
+	/* Difference tracking (a suspended pair): every write-type record
+	 * journaled marks its regions, and so does redo at open. The maps are
+	 * synced before a checkpoint lets the journal drop the records that
+	 * set them - so a dirty region is never forgotten: until then the
+	 * record itself (durable before the host's ack) remembers it. */
+	struct diffmap *maps[JOURNAL_MAX_VOLUMES];
+	bool tracking;
+	bool hold_writes;          /* inflow control: host writes wait in append_q */
+	uint64_t first_tracked_seq; /* first record marked since tracking began (0: none) */
+	uint64_t blocked_since_ms; /* append queue waiting for journal space since (0: not) */
 };
 
 static void group_pump(struct group *g);
@@ -637,6 +650,16 @@ append_records(struct group *g, struct group_io *io)
 }
 
 static void
+track_write(struct group *g, unsigned vol, uint64_t offset, uint64_t len, uint64_t seq)
+{
+	if (!g->maps[vol])
+		return;
+	diffmap_mark(g->maps[vol], offset, len);
+	if (!g->first_tracked_seq)
+		g->first_tracked_seq = seq;
+}
+
+static void
 process_append_q(struct group *g)
 {
 	struct group_io *io;
@@ -673,16 +696,23 @@ process_append_q(struct group *g)
 			base_start(g, io);
 			continue;
 		}
+		if (g->hold_writes && !barrier && is_write_op(io->op))
+			break; /* inflow control: the journal is above its high-water mark */
 		r = append_records(g, io);
 		if (r == -EAGAIN) {
 			/* Journal full: ask for a checkpoint to free space now. */
 			g->ckpt_wanted = true;
+			if (!g->blocked_since_ms)
+				g->blocked_since_ms = util_mono_ns() / 1000000u;
 			break;
 		}
+		g->blocked_since_ms = 0;
 		if (barrier)
 			g->base_barrier = NULL;
 		else
 			list_pop(&g->append_q);
+		if (r == 0 && g->tracking && is_write_op(io->op))
+			track_write(g, io->vol->id, io->offset, io->len, io->first_seq);
 		if (r < 0) {
 			if (io->appended)
 				group_fail(g, r, "journal append failed mid-request");
@@ -809,6 +839,8 @@ redo_record(void *arg, const struct journal_rec *rec, const void *payload)
 	if (r < 0)
 		return log_errno(r, "group '%s' volume '%s': redo of seq %llu", g->cfg.name,
 				 v->name, (unsigned long long)rec->seq);
+	if (g->tracking)
+		track_write(g, rec->volume, rec->offset, rec->length, rec->seq);
 	g->stats.redone_records++;
 	return 0;
 }
@@ -861,6 +893,22 @@ ckpt_fsync_done(struct io_req *req, int res)
 	loop_wakeup(g->loop);
 }
 
+int
+group_sync_bitmaps(struct group *g)
+{
+	for (unsigned i = 0; i < g->nvols; i++) {
+		int r;
+
+		if (!g->maps[i] || !diffmap_needs_sync(g->maps[i]))
+			continue;
+		r = diffmap_sync(g->maps[i]);
+		if (r < 0)
+			return log_errno(r, "group '%s' volume '%s': difference bitmap sync",
+					 g->cfg.name, g->vols[i].name);
+	}
+	return 0;
+}
+
 static void
 checkpoint_start(struct group *g)
 {
@@ -872,6 +920,12 @@ checkpoint_start(struct group *g)
 	target = oldest_unapplied_seq(g);
 	if (target <= g->ckpt_seq)
 		return;
+	/* Records below target are about to be released: the bits they set
+	 * must be on disk first. */
+	if (group_sync_bitmaps(g) < 0) {
+		group_fail(g, -EIO, "difference bitmap write failed");
+		return;
+	}
 	g->ckpt_running = true;
 	g->ckpt_err = 0;
 	g->ckpt_target = target;
@@ -1171,10 +1225,13 @@ copy_config(struct group_config *dst, const struct group_config *src)
 {
 	*dst = *src;
 	dst->journal_path = NULL;
+	dst->bitmap_dir = NULL;
 	for (unsigned i = 0; i < JOURNAL_MAX_VOLUMES; i++)
 		dst->volumes[i].path = NULL;
 	dst->journal_path = strdup(src->journal_path);
 	if (!dst->journal_path)
+		return -ENOMEM;
+	if (src->bitmap_dir && !(dst->bitmap_dir = strdup(src->bitmap_dir)))
 		return -ENOMEM;
 	for (unsigned i = 0; i < src->nvolumes; i++) {
 		dst->volumes[i].path = strdup(src->volumes[i].path);
@@ -1231,6 +1288,22 @@ group_open(const struct group_config *cfg, struct loop *loop, struct io_engine *
 		g->vols[i].group = g;
 		g->nvols++;
 	}
+	if (!g->cfg.region_size)
+		g->cfg.region_size = GROUP_DEFAULT_REGION_SIZE;
+	if (g->cfg.bitmap_dir) {
+		for (unsigned i = 0; i < g->nvols; i++) {
+			char path[PATH_MAX];
+
+			snprintf(path, sizeof(path), "%s/%s.%s.bitmap", g->cfg.bitmap_dir, g->cfg.name,
+				 g->vols[i].name);
+			r = diffmap_open(path, g->vols[i].size, g->cfg.region_size, &g->maps[i], err,
+					 errlen);
+			if (r < 0)
+				goto err;
+		}
+	}
+	/* Redo marks the bitmaps too when the pair was tracking changes. */
+	g->tracking = group_pair_tracks(&g->cfg.pair) && g->cfg.bitmap_dir;
 	r = journal_open(cfg->journal_path, io, &group_journal_ops, g, &g->j);
 	if (r < 0) {
 		snprintf(err, errlen, "journal '%s': cannot open/recover: %s", cfg->journal_path,
@@ -1313,8 +1386,12 @@ group_close(struct group *g)
 		io_engine_drain(g->io);
 	}
 	journal_close(g->j);
-	for (unsigned i = 0; i < g->nvols; i++)
+	for (unsigned i = 0; i < g->nvols; i++) {
+		if (g->maps[i])
+			diffmap_sync(g->maps[i]);
+		diffmap_close(g->maps[i]);
 		close_volume(&g->vols[i]);
+	}
 	group_config_fini(&g->cfg);
 	free(g);
 }
@@ -1325,6 +1402,79 @@ group_set_secondary(struct group *g, bool on)
 	g->secondary = on;
 	for (unsigned i = 0; i < g->nvols; i++)
 		g->vols[i].read_only = on;
+}
+
+bool
+group_pair_tracks(const struct group_pair_config *pc)
+{
+	if (pc->role == PAIR_ROLE_PRIMARY)
+		return pc->state == PAIR_STATE_PSUS || pc->state == PAIR_STATE_PSUE ||
+		       pc->state == PAIR_STATE_PFUS;
+	return pc->role == PAIR_ROLE_SECONDARY && pc->state == PAIR_STATE_SSWS;
+}
+
+int
+group_set_tracking(struct group *g, bool on)
+{
+	if (on && !g->cfg.bitmap_dir)
+		return -ENOTSUP;
+	if (on && !g->tracking)
+		g->first_tracked_seq = 0;
+	g->tracking = on;
+	return 0;
+}
+
+bool
+group_tracking(const struct group *g)
+{
+	return g->tracking;
+}
+
+uint64_t
+group_first_tracked_seq(const struct group *g)
+{
+	return g->first_tracked_seq;
+}
+
+struct diffmap *
+group_diffmap(struct group *g, unsigned vol)
+{
+	return vol < g->nvols ? g->maps[vol] : NULL;
+}
+
+void
+group_hold_writes(struct group *g, bool on)
+{
+	if (g->hold_writes == on)
+		return;
+	g->hold_writes = on;
+	loop_wakeup(g->loop);
+}
+
+void
+group_mark_undurable(struct group *g)
+{
+	struct group_io *io;
+
+	for (io = g->journal_q.head; io; io = io->g_next) {
+		if ((is_write_op(io->op) || io->op == GROUP_IO_BASE) && g->maps[io->vol->id])
+			diffmap_mark(g->maps[io->vol->id], io->offset, io->len);
+	}
+	io = g->append_q.head;
+	if (io && io->first_seq && is_write_op(io->op) && g->maps[io->vol->id])
+		diffmap_mark(g->maps[io->vol->id], io->offset, io->len);
+}
+
+uint64_t
+group_blocked_since_ms(const struct group *g)
+{
+	return g->blocked_since_ms;
+}
+
+void
+group_set_pair_config(struct group *g, const struct group_pair_config *pc)
+{
+	g->cfg.pair = *pc;
 }
 
 void

@@ -143,10 +143,16 @@ enum pair_role {
 	PAIR_ROLE_SECONDARY,
 };
 
+/* Names as the arrays use them; PRODUCT.md and README "Pair lifecycle". */
 enum pair_state {
 	PAIR_STATE_SMPL = 0,
-	PAIR_STATE_COPY,
-	PAIR_STATE_PAIR,
+	PAIR_STATE_COPY, /* initial copy or resync running */
+	PAIR_STATE_PAIR, /* in sync, journaling */
+	PAIR_STATE_PFUL, /* PAIR, but the master journal is above its high-water mark */
+	PAIR_STATE_PFUS, /* suspended: the journal filled */
+	PAIR_STATE_PSUS, /* suspended by the operator */
+	PAIR_STATE_PSUE, /* suspended by an error (link lost, I/O error) */
+	PAIR_STATE_SSWS, /* secondary taken over: S-VOLs writable */
 };
 
 enum pair_mode {
@@ -176,7 +182,45 @@ struct group_pair_config {
 	unsigned nvolmap;
 	uint16_t volmap[JOURNAL_MAX_VOLUMES];
 	bool confirmed; /* primary: the secondary accepted the pair */
+
+	/* Lifecycle (issue 4). */
+	char reason[256];        /* why the pair is in its state (suspended: the cause) */
+	uint64_t gen;            /* this site's generation: new on takeover and on the
+				  * first write while suspended */
+	uint64_t synced_gen;     /* the generation both sites agreed on at the last sync;
+				  * gen != synced_gen: this site has writes the other lacks */
+	bool resync;             /* COPY copies the difference bitmaps, not whole volumes */
+	uint64_t copy_total;     /* resync: bytes to copy, fixed when it starts */
+	uint64_t fold_to;        /* primary, suspending: records up to this seq are still to
+				  * be folded into the bitmaps (0: none) */
+	bool bitmap_clear_pending; /* secondary: clear the bitmaps once the primary holds them */
+	char peer_addr[PAIR_REMOTE_LEN]; /* secondary: the primary's replication HOST:PORT */
+	unsigned cause;          /* enum pair_cause: why it is suspended */
+	bool announce;           /* primary after a swap: name the pair with PAIR_CREATE */
 };
+
+enum pair_cause {
+	PAIR_CAUSE_NONE = 0,
+	PAIR_CAUSE_OPERATOR,
+	PAIR_CAUSE_LINK,
+	PAIR_CAUSE_IO,
+	PAIR_CAUSE_FULL,
+	PAIR_CAUSE_TAKEOVER, /* the secondary took over */
+};
+
+/* Group options for a pair's reaction to trouble (persisted with the group). */
+struct group_repl_options {
+	unsigned high_water_pct;     /* PFUL above this journal use; default 80 */
+	bool inflow_control;         /* hold host writes above high water (default off) */
+	uint64_t overflow_watch_ms;  /* ...for at most this long, then PFUS; default 60000 */
+	uint64_t link_timeout_ms;    /* no contact this long: PSUE; default 30000 */
+	bool auto_resync_link;       /* resync when the link returns (default on) */
+	bool auto_resync_error;      /* ...also after an I/O error (default off) */
+};
+
+#define GROUP_DEFAULT_REGION_SIZE (64u << 10)
+
+void group_repl_options_default(struct group_repl_options *o);
 
 struct group_config {
 	char name[JOURNAL_GROUPNAME_LEN];
@@ -187,6 +231,11 @@ struct group_config {
 	uint64_t marker_interval_ms;     /* idle marker period; default 1000 */
 	uint64_t checkpoint_interval_ms; /* default 1000 */
 	struct group_pair_config pair;
+	uint32_t region_size; /* difference bitmap region, bytes; default 64 KiB */
+	struct group_repl_options ropts;
+	/* Runtime only (set by the daemon): where difference bitmaps live. NULL:
+	 * none (tracking refused). */
+	char *bitmap_dir;
 	/* Runtime only (a daemon option, not saved): data volumes through the page
 	 * cache instead of O_DIRECT. Durability is unchanged - it comes from the
 	 * journal - but reads can hit the cache and volume writes are memcpys. */
@@ -232,6 +281,27 @@ void group_set_sync(struct group *g, bool on);
 void group_set_remote_durable(struct group *g, uint64_t seq);
 /* Every record <= this is applied to the volumes (maybe not fsynced). */
 uint64_t group_applied_seq(const struct group *g);
+
+/* Difference bitmaps (one per volume, in cfg.bitmap_dir). With tracking on,
+ * every write-type record journaled from now on marks its regions - and redo
+ * at the next open does too when the persisted pair state tracks
+ * (group_pair_tracks). -ENOTSUP without a bitmap_dir. */
+bool group_pair_tracks(const struct group_pair_config *pc);
+int group_set_tracking(struct group *g, bool on);
+bool group_tracking(const struct group *g);
+/* Seq of the first record marked since tracking went on; 0: none yet. */
+uint64_t group_first_tracked_seq(const struct group *g);
+struct diffmap *group_diffmap(struct group *g, unsigned vol);
+/* Writes and syncs every dirty bitmap page now; 0 or -errno. */
+int group_sync_bitmaps(struct group *g);
+/* Marks the regions of every record appended but not yet durable. */
+void group_mark_undurable(struct group *g);
+/* Inflow control: host writes wait before the journal while on. */
+void group_hold_writes(struct group *g, bool on);
+/* Since when (monotonic ms) the next write waits for journal space; 0: it doesn't. */
+uint64_t group_blocked_since_ms(const struct group *g);
+/* The pair configuration the group keeps (its redo and tracking follow it). */
+void group_set_pair_config(struct group *g, const struct group_pair_config *pc);
 
 const char *group_name(const struct group *g);
 unsigned group_nvolumes(const struct group *g);

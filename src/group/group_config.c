@@ -26,6 +26,8 @@ group_config_fini(struct group_config *cfg)
 		return;
 	free(cfg->journal_path);
 	cfg->journal_path = NULL;
+	free(cfg->bitmap_dir);
+	cfg->bitmap_dir = NULL;
 	for (unsigned i = 0; i < JOURNAL_MAX_VOLUMES; i++) {
 		free(cfg->volumes[i].path);
 		cfg->volumes[i].path = NULL;
@@ -48,7 +50,8 @@ fsync_dir(const char *dir)
 }
 
 static const char *const role_names[] = {"none", "primary", "secondary"};
-static const char *const state_names[] = {"SMPL", "COPY", "PAIR"};
+static const char *const state_names[] = {"SMPL", "COPY", "PAIR", "PFUL",
+					   "PFUS", "PSUS", "PSUE", "SSWS"};
 static const char *const mode_names[] = {"async", "sync"};
 
 const char *
@@ -61,6 +64,17 @@ const char *
 pair_state_name(enum pair_state state)
 {
 	return (unsigned)state < ARRAY_SIZE(state_names) ? state_names[state] : "?";
+}
+
+void
+group_repl_options_default(struct group_repl_options *o)
+{
+	o->high_water_pct = 80;
+	o->inflow_control = false;
+	o->overflow_watch_ms = 60000;
+	o->link_timeout_ms = 30000;
+	o->auto_resync_link = true;
+	o->auto_resync_error = false;
 }
 
 const char *
@@ -105,6 +119,22 @@ pair_to_json(const struct group_pair_config *p)
 	}
 	json_object_set_new(o, "volume_map", map);
 	json_object_set_new(o, "confirmed", json_boolean(p->confirmed));
+	{
+		char gen[24], sgen[24];
+
+		snprintf(gen, sizeof(gen), "%016llx", (unsigned long long)p->gen);
+		snprintf(sgen, sizeof(sgen), "%016llx", (unsigned long long)p->synced_gen);
+		json_object_set_new(o, "gen", json_string(gen));
+		json_object_set_new(o, "synced_gen", json_string(sgen));
+	}
+	json_object_set_new(o, "reason", json_string(p->reason));
+	json_object_set_new(o, "resync", json_boolean(p->resync));
+	json_object_set_new(o, "copy_total", json_integer((json_int_t)p->copy_total));
+	json_object_set_new(o, "fold_to", json_integer((json_int_t)p->fold_to));
+	json_object_set_new(o, "bitmap_clear_pending", json_boolean(p->bitmap_clear_pending));
+	json_object_set_new(o, "peer_addr", json_string(p->peer_addr));
+	json_object_set_new(o, "cause", json_integer(p->cause));
+	json_object_set_new(o, "announce", json_boolean(p->announce));
 	return o;
 }
 
@@ -147,6 +177,30 @@ pair_from_json(json_t *o, struct group_pair_config *p, char *err, size_t errlen)
 	p->copy_end_seq = (uint64_t)cend;
 	p->confirmed = json_is_true(json_object_get(o, "confirmed"));
 	{
+		const char *gen = "0", *sgen = "0", *reason = "", *paddr = "";
+		json_int_t ctotal = 0, fold = 0;
+		int resync = 0, clear = 0;
+
+		if (json_unpack_ex(o, &jerr, 0, "{s?s, s?s, s?s, s?b, s?I, s?I, s?b, s?s}", "gen", &gen,
+				   "synced_gen", &sgen, "reason", &reason, "resync", &resync,
+				   "copy_total", &ctotal, "fold_to", &fold, "bitmap_clear_pending",
+				   &clear, "peer_addr", &paddr) ||
+		    ctotal < 0 || fold < 0 || strlen(paddr) >= sizeof(p->peer_addr)) {
+			snprintf(err, errlen, "pair: invalid lifecycle fields");
+			return -EINVAL;
+		}
+		p->gen = strtoull(gen, NULL, 16);
+		p->synced_gen = strtoull(sgen, NULL, 16);
+		snprintf(p->reason, sizeof(p->reason), "%s", reason);
+		p->resync = resync;
+		p->copy_total = (uint64_t)ctotal;
+		p->fold_to = (uint64_t)fold;
+		p->bitmap_clear_pending = clear;
+		snprintf(p->peer_addr, sizeof(p->peer_addr), "%s", paddr);
+		p->cause = (unsigned)json_integer_value(json_object_get(o, "cause"));
+		p->announce = json_is_true(json_object_get(o, "announce"));
+	}
+	{
 		json_t *map = json_object_get(o, "volume_map"), *e;
 		size_t i;
 
@@ -188,6 +242,15 @@ group_config_save(const struct group_config *cfg, const char *dir)
 			 (json_int_t)cfg->checkpoint_interval_ms, "volumes", vols);
 	if (!root)
 		return -ENOMEM;
+	json_object_set_new(root, "region_size", json_integer(cfg->region_size));
+	json_object_set_new(
+		root, "replication",
+		json_pack("{s:i, s:b, s:I, s:I, s:b, s:b}", "high_water_pct",
+			  (int)cfg->ropts.high_water_pct, "inflow_control", cfg->ropts.inflow_control,
+			  "overflow_watch_ms", (json_int_t)cfg->ropts.overflow_watch_ms,
+			  "link_timeout_ms", (json_int_t)cfg->ropts.link_timeout_ms,
+			  "auto_resync_link", cfg->ropts.auto_resync_link, "auto_resync_error",
+			  cfg->ropts.auto_resync_error));
 	if (cfg->pair.role != PAIR_ROLE_NONE) {
 		json_t *p = pair_to_json(&cfg->pair);
 
@@ -275,6 +338,40 @@ group_config_load(const char *file, struct group_config *ret, char *err, size_t 
 	cfg.journal_size = (uint64_t)jsize;
 	cfg.marker_interval_ms = (uint64_t)marker;
 	cfg.checkpoint_interval_ms = (uint64_t)ckpt;
+	group_repl_options_default(&cfg.ropts);
+	cfg.region_size = GROUP_DEFAULT_REGION_SIZE;
+	{
+		json_t *rs = json_object_get(root, "region_size"), *ro = json_object_get(root, "replication");
+		json_int_t hw = cfg.ropts.high_water_pct, ow = (json_int_t)cfg.ropts.overflow_watch_ms,
+			   lt = (json_int_t)cfg.ropts.link_timeout_ms;
+		int inflow = cfg.ropts.inflow_control, al = cfg.ropts.auto_resync_link,
+		    ae = cfg.ropts.auto_resync_error;
+
+		if (rs) {
+			json_int_t rv = json_integer_value(rs);
+
+			if (!json_is_integer(rs) || rv < 4096 || rv > (1 << 30) || (rv & (rv - 1))) {
+				snprintf(err, errlen, "%s: region_size must be a power of two, 4 KiB..1 GiB",
+					 file);
+				goto out;
+			}
+			cfg.region_size = (uint32_t)rv;
+		}
+		if (ro && (json_unpack_ex(ro, &jerr, 0, "{s?I, s?b, s?I, s?I, s?b, s?b}",
+					  "high_water_pct", &hw, "inflow_control", &inflow,
+					  "overflow_watch_ms", &ow, "link_timeout_ms", &lt,
+					  "auto_resync_link", &al, "auto_resync_error", &ae) ||
+			   hw < 1 || hw > 99 || ow < 0 || lt < 0)) {
+			snprintf(err, errlen, "%s: invalid replication options", file);
+			goto out;
+		}
+		cfg.ropts.high_water_pct = (unsigned)hw;
+		cfg.ropts.inflow_control = inflow;
+		cfg.ropts.overflow_watch_ms = (uint64_t)ow;
+		cfg.ropts.link_timeout_ms = (uint64_t)lt;
+		cfg.ropts.auto_resync_link = al;
+		cfg.ropts.auto_resync_error = ae;
+	}
 	pair = json_object_get(root, "pair");
 	if (pair) {
 		char perr[256];

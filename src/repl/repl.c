@@ -32,7 +32,10 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/util.h"
+#include "common/event_hook.h"
+#include "bitmap/diffmap.h"
 #include "journal/journal.h"
+#include "pair/pair_fsm.h"
 #include "repl/auth.h"
 #include "repl/link.h"
 #include "repl/reorder.h"
@@ -53,6 +56,10 @@
 #define REPL_REPLAY_MAX_BYTES (32u * MiB)
 #define REPL_REPLAY_MAX_COUNT 4096u
 #define REPL_TS_RING 64u
+#define REPL_CMD_TIMEOUT_MS 60000u
+#define REPL_AUTO_BACKOFF_MIN_MS 1000u
+#define REPL_AUTO_BACKOFF_MAX_MS 60000u
+#define REPL_PFUL_HYSTERESIS_PCT 5u
 /* zstd's fast mode: compression runs on the loop thread, and at level 1 a
  * 4 MiB batch costs ~10 ms there; -3 is several times faster and still
  * halves data that compresses 2:1. */
@@ -165,6 +172,28 @@ struct pair {
 	uint64_t batches_received, batches_early, bytes_received_raw;
 	struct wire_primary_status pstat;
 	bool have_pstat;
+
+	/* Lifecycle. */
+	uint64_t last_contact_ms;  /* last message from the peer (or link up) */
+	uint64_t down_since_ms;    /* no usable link since (0: up) */
+	repl_create_cb *cmd_cb;    /* a control command waiting for the peer or a drain */
+	void *cmd_arg;
+	uint64_t cmd_deadline_ms;
+	enum pair_cmd cmd_kind;
+	uint64_t drain_target;     /* suspend --drain: serve and wait up to this seq */
+	struct jread fold;         /* folding unrestored records into the bitmaps */
+	uint64_t fold_next;
+	bool resync_pending;       /* RESYNC sent, waiting for the bitmap and the answer */
+	bool swap_pending;         /* secondary: SWAP sent; primary: draining for a SWAP */
+	uint64_t resync_start, resync_gen;
+	bool resync_force;
+	bool takeover_pending;     /* secondary: restoring what arrived before SSWS */
+	uint64_t auto_next_ms;     /* automatic resync: next attempt */
+	unsigned auto_backoff_ms;
+	uint64_t held_since_ms;    /* inflow control: host writes held since */
+	uint64_t stuck_since_ms;   /* appended records not becoming durable since */
+	uint64_t last_durable;
+	struct wire_pair_cmd swap_cmd; /* primary: the SWAP being drained for */
 };
 
 struct repl {
@@ -193,6 +222,11 @@ now_ms(void)
 
 static void pair_free(struct pair *p);
 
+static bool state_flowing(enum pair_state st);
+static bool state_suspended(enum pair_state st);
+static enum pair_state state_from_wire(uint8_t w);
+static bool consumer_released(struct group *g, uint64_t id, uint64_t *ret);
+
 static void
 pair_error(struct pair *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -214,6 +248,7 @@ pair_save(struct pair *p)
 
 	if (memcmp(&p->saved, &p->pc, sizeof(p->pc)) == 0)
 		return;
+	group_set_pair_config(p->g, &p->pc);
 	r = p->r->ops->save(p->r->arg, p->g, &p->pc);
 	if (r < 0) {
 		log_errno(r, "group '%s': cannot persist the pair's state", group_name(p->g));
@@ -409,12 +444,17 @@ primary_serve(struct pair *p)
 {
 	struct journal *j = group_journal(p->g);
 	struct journal_stats js;
-	uint64_t now;
+	uint64_t now, limit;
 
 	if (!p->ready)
 		return;
 	journal_get_stats(j, &js);
-	while (p->nreqs && p->cursor <= js.durable_seq) {
+	/* Suspended: nothing is served (long polls come back empty); draining
+	 * for a suspend: nothing past the suspend point. */
+	limit = state_flowing(p->pc.state) && !p->resync_pending ? js.durable_seq : 0;
+	if (p->drain_target)
+		limit = MIN(limit, p->drain_target);
+	while (p->nreqs && p->cursor <= limit) {
 		struct jread *rd = NULL;
 		int r;
 
@@ -455,7 +495,7 @@ primary_serve(struct pair *p)
 	/* Long polls that found nothing. */
 	now = now_ms();
 	for (unsigned i = 0; i < p->nreqs;) {
-		if (now >= p->req_deadline_ms[i] && p->cursor > js.durable_seq) {
+		if (now >= p->req_deadline_ms[i] && p->cursor > limit) {
 			send_empty(p, p->reqs[i].req_id);
 			pop_req(p, i);
 		} else {
@@ -490,10 +530,18 @@ on_read_journal(struct pair *p, const struct wire_read_journal *m)
 /* Primary: initial copy                                               */
 /* ------------------------------------------------------------------ */
 
+static uint64_t dirty_bytes(struct group *g);
+
 static uint64_t
 copy_done_bytes(const struct pair *p)
 {
 	uint64_t done = 0;
+
+	if (p->pc.resync) {
+		uint64_t left = dirty_bytes(p->g);
+
+		return p->pc.copy_total > left ? p->pc.copy_total - left : 0;
+	}
 
 	for (unsigned i = 0; i < p->pc.copy_volume && i < group_nvolumes(p->g); i++)
 		done += group_volume(p->g, i)->size;
@@ -536,11 +584,55 @@ copy_io_done(struct group_io *io, int res)
 		p->copy_failed = true;
 		pair_error(p, "initial copy of volume '%s' at offset %" PRIu64 " failed: %s; copy "
 			   "stopped", c->io.vol->name, c->off, strerror(-res));
-	} else if (io->last_seq > p->copy_max_seq) {
-		p->copy_max_seq = io->last_seq;
+	} else {
+		if (io->last_seq > p->copy_max_seq)
+			p->copy_max_seq = io->last_seq;
+		if (p->pc.resync && group_diffmap(p->g, c->vol)) {
+			/* In the stream now: an interrupted resync re-marks it by the
+			 * fold if the secondary never restores it. */
+			struct diffmap *m = group_diffmap(p->g, c->vol);
+			uint64_t rs = diffmap_region_size(m);
+
+			diffmap_clear_regions(m, c->off / rs, (io->len + rs - 1) / rs);
+		}
 	}
 	copy_note_progress(p);
 	loop_wakeup(p->r->loop);
+}
+
+/* Resync: moves the cursor to the next changed region (of copy_vol or a
+ * later volume); -1 when there is none. */
+static int
+resync_next_chunk(struct pair *p)
+{
+	while (p->copy_vol < group_nvolumes(p->g)) {
+		struct diffmap *m = group_diffmap(p->g, p->copy_vol);
+		uint64_t rs = m ? diffmap_region_size(m) : 0;
+		uint64_t next = m ? diffmap_next_set(m, p->copy_off / rs) : UINT64_MAX;
+
+		if (next != UINT64_MAX) {
+			if (next * rs > p->copy_off)
+				p->copy_off = next * rs;
+			return 0;
+		}
+		p->copy_vol++;
+		p->copy_off = 0;
+	}
+	return -1;
+}
+
+/* Resync: consecutive changed regions from copy_off, up to one record. */
+static uint32_t
+resync_chunk_len(struct pair *p, const struct volume *v)
+{
+	struct diffmap *m = group_diffmap(p->g, p->copy_vol);
+	uint64_t rs = diffmap_region_size(m), off = p->copy_off, end = off;
+
+	while (end < v->size && end - off < JOURNAL_MAX_PAYLOAD && diffmap_test(m, end / rs))
+		end = MIN((end / rs + 1) * rs, v->size);
+	if (end == off)
+		end = MIN(off + rs, v->size);
+	return (uint32_t)MIN(end - off, (uint64_t)JOURNAL_MAX_PAYLOAD);
 }
 
 static void
@@ -566,15 +658,22 @@ copy_pump(struct pair *p)
 		 * as the secondary drains it. */
 		if (js.used_bytes * 100 > js.area_size * REPL_COPY_JOURNAL_PCT)
 			return;
+		if (p->pc.resync && resync_next_chunk(p) < 0) {
+			p->copy_vol = group_nvolumes(p->g);
+		}
 		while (p->copy_vol < group_nvolumes(p->g) &&
 		       p->copy_off >= group_volume(p->g, p->copy_vol)->size) {
 			p->copy_vol++;
 			p->copy_off = 0;
+			if (p->pc.resync && p->copy_vol < group_nvolumes(p->g))
+				resync_next_chunk(p);
 		}
 		if (p->copy_vol >= group_nvolumes(p->g))
 			break;
 		v = group_volume(p->g, p->copy_vol);
 		len = (uint32_t)MIN((uint64_t)JOURNAL_MAX_PAYLOAD, v->size - p->copy_off);
+		if (p->pc.resync)
+			len = resync_chunk_len(p, v);
 		memset(&c->io, 0, sizeof(c->io));
 		c->io.op = GROUP_IO_BASE;
 		c->io.vol = v;
@@ -595,12 +694,15 @@ copy_pump(struct pair *p)
 	if (idle && p->copy_vol >= group_nvolumes(p->g)) {
 		/* Every chunk is journaled: the copy ends with the newest BASE record. */
 		p->pc.copy_end_seq = MAX(p->copy_max_seq, p->pc.start_seq);
-		log_info("group '%s': initial copy journaled (%" PRIu64 " bytes, last seq %" PRIu64
-			 "); waiting for the secondary to restore it",
-			 group_name(p->g), p->copy_total, p->pc.copy_end_seq);
+		log_info("group '%s': %s journaled (%" PRIu64 " bytes, last seq %" PRIu64
+			 "); waiting for the secondary to restore it", group_name(p->g),
+			 p->pc.resync ? "resync copy" : "initial copy",
+			 p->pc.resync ? p->pc.copy_total : p->copy_total, p->pc.copy_end_seq);
 		pair_save(p);
 	}
 }
+
+static uint8_t state_to_wire(enum pair_state st);
 
 static void
 send_primary_status(struct pair *p)
@@ -611,8 +713,17 @@ send_primary_status(struct pair *p)
 
 	group_get_stats(p->g, &st);
 	journal_get_stats(group_journal(p->g), &js);
-	m.u.primary_status.state =
-		p->pc.state == PAIR_STATE_COPY ? WIRE_STATE_COPY : WIRE_STATE_PAIR;
+	m.u.primary_status.state = state_to_wire(p->pc.state);
+	m.u.primary_status.gen = p->pc.gen;
+	m.u.primary_status.synced_gen = p->pc.synced_gen;
+	m.u.primary_status.start_seq = p->pc.start_seq;
+	snprintf(m.u.primary_status.reason, sizeof(m.u.primary_status.reason), "%s", p->pc.reason);
+	if (p->r->opts.advertise)
+		snprintf(m.u.primary_status.primary_addr, sizeof(m.u.primary_status.primary_addr),
+			 "%s", p->r->opts.advertise);
+	else
+		repl_bound_addr(p->r, m.u.primary_status.primary_addr,
+				sizeof(m.u.primary_status.primary_addr));
 	m.u.primary_status.written_seq = st.last_seq;
 	m.u.primary_status.copy_done_bytes = copy_done_bytes(p);
 	m.u.primary_status.copy_total_bytes = p->copy_total;
@@ -621,16 +732,37 @@ send_primary_status(struct pair *p)
 		p->last_status_ms = now_ms();
 }
 
+static void primary_suspend(struct pair *p, enum pair_state st, enum pair_cause cause,
+			    const char *reason);
+static void clear_bitmaps(struct group *g);
+static void pair_set_state(struct pair *p, enum pair_state st, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void cmd_finish(struct pair *p, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 static void
 primary_check_state(struct pair *p)
 {
 	if (p->pc.state == PAIR_STATE_COPY && p->pc.copy_end_seq &&
 	    p->remote_restored >= p->pc.copy_end_seq) {
-		p->pc.state = PAIR_STATE_PAIR;
-		pair_save(p);
-		log_info("group '%s': pair state COPY -> PAIR (initial copy restored at the "
-			 "secondary)", group_name(p->g));
-		send_primary_status(p);
+		bool resync = p->pc.resync;
+
+		if (resync) {
+			/* Every changed region was copied and is restored. */
+			clear_bitmaps(p->g);
+			p->pc.resync = false;
+		}
+		pair_set_state(p, PAIR_STATE_PAIR, "%s restored at the secondary",
+			       resync ? "resync" : "initial copy");
+	}
+	if (p->drain_target && p->remote_restored >= p->drain_target) {
+		uint64_t at = p->drain_target;
+
+		p->drain_target = 0;
+		primary_suspend(p, PAIR_STATE_PSUS, PAIR_CAUSE_OPERATOR, "suspended by the "
+				"operator after draining");
+		cmd_finish(p, 0, "suspended (PSUS) after the secondary restored everything up to "
+			   "seq %" PRIu64 ": the S-VOLs equal the P-VOLs at that point", at);
 	}
 }
 
@@ -691,9 +823,18 @@ replay_done(struct group_io *io, int res)
 		pair_put(p);
 		return;
 	}
-	if (res < 0 && p->conn)
-		fail_link(p, EIO, "restore of seq %" PRIu64 " failed: %s", seq,
-			  strerror(-res));
+	if (res < 0 && state_flowing(p->pc.state)) {
+		struct wire_msg m = {.hdr.type = WIRE_PAIR_CMD};
+
+		m.u.pair_cmd.cmd = WIRE_CMD_SUSPEND;
+		m.u.pair_cmd.pair_id = p->pc.id;
+		m.u.pair_cmd.seq = seq;
+		snprintf(m.u.pair_cmd.text, sizeof(m.u.pair_cmd.text),
+			 "I/O error at site '%s' restoring seq %" PRIu64 ": %s", p->r->site, seq,
+			 strerror(-res));
+		send_msg(p, &m);
+		pair_set_state(p, PAIR_STATE_PSUE, "%s", m.u.pair_cmd.text);
+	}
 	loop_wakeup(p->r->loop);
 }
 
@@ -890,6 +1031,8 @@ secondary_pump(struct pair *p)
 	applied = st.applied_seq;
 	ts_update(p, applied);
 	window = p->r->opts.window ? MIN(p->r->opts.window, REPL_MAX_WINDOW) : 4u;
+	if (!state_flowing(p->pc.state) || p->takeover_pending || p->swap_pending)
+		window = 0; /* suspended: the primary serves nothing */
 	while (p->nout < window) {
 		uint64_t held = p->ro.pending_bytes + (p->cur ? p->cur->len : 0) + p->replay_bytes +
 				(uint64_t)(p->nout + 1) * WIRE_MAX_DATA;
@@ -907,8 +1050,9 @@ secondary_pump(struct pair *p)
 		p->sent_received = st.durable_seq;
 		p->sent_restored = applied;
 	}
-	/* Progress the primary is waiting for (sync mode acks, journal release). */
-	if (st.durable_seq != p->sent_received || applied != p->sent_restored) {
+	/* Progress the primary is waiting for (sync mode acks, journal release);
+	 * suspended or taken over, our numbers are not the primary's stream. */
+	if (window && (st.durable_seq != p->sent_received || applied != p->sent_restored)) {
 		struct wire_msg m = {.hdr.type = WIRE_STATUS};
 
 		m.u.status.received_seq = st.durable_seq;
@@ -924,16 +1068,26 @@ secondary_pump(struct pair *p)
 static void
 on_primary_status(struct pair *p, const struct wire_primary_status *m)
 {
-	enum pair_state st = m->state == WIRE_STATE_COPY ? PAIR_STATE_COPY : PAIR_STATE_PAIR;
+	enum pair_state st = state_from_wire(m->state);
 
 	p->pstat = *m;
 	p->have_pstat = true;
-	if (st != p->pc.state) {
-		log_info("group '%s': pair state %s -> %s (from the primary)", group_name(p->g),
-			 pair_state_name(p->pc.state), pair_state_name(st));
-		p->pc.state = st;
+	if (m->primary_addr[0] && strcmp(m->primary_addr, p->pc.peer_addr)) {
+		snprintf(p->pc.peer_addr, sizeof(p->pc.peer_addr), "%s", m->primary_addr);
 		pair_save(p);
 	}
+	if (p->pc.state == PAIR_STATE_SSWS || p->takeover_pending)
+		return; /* this site took over: the primary learns it at its next attach */
+	if (p->pc.bitmap_clear_pending && state_flowing(st) && m->start_seq == p->pc.start_seq) {
+		/* The primary holds our bits durably (merged before it said COPY). */
+		clear_bitmaps(p->g);
+		p->pc.bitmap_clear_pending = false;
+		pair_save(p);
+	}
+	if (st == PAIR_STATE_PAIR && p->pc.resync)
+		p->pc.resync = false;
+	if (st != p->pc.state)
+		pair_set_state(p, st, "%s", m->reason[0] ? m->reason : "from the primary");
 }
 
 /* ------------------------------------------------------------------ */
@@ -952,6 +1106,8 @@ pair_new(struct repl *r, struct group *g, const struct group_pair_config *pc)
 	p->pc = *pc;
 	p->saved = *pc;
 	p->backoff_ms = REPL_BACKOFF_MIN_MS;
+	p->auto_backoff_ms = REPL_AUTO_BACKOFF_MIN_MS;
+	p->last_contact_ms = now_ms();
 	for (unsigned i = 0; i < group_nvolumes(g); i++)
 		p->copy_total += group_volume(g, i)->size;
 	if (pc->role == PAIR_ROLE_PRIMARY) {
@@ -965,6 +1121,17 @@ pair_new(struct repl *r, struct group *g, const struct group_pair_config *pc)
 			p->reads[i].buf = util_aligned_alloc(4096, WIRE_MAX_DATA);
 			if (!p->reads[i].buf)
 				goto err;
+		}
+		p->fold.p = p;
+		p->fold.buf = util_aligned_alloc(4096, WIRE_MAX_DATA);
+		if (!p->fold.buf)
+			goto err;
+		p->fold_next = pc->start_seq;
+		if (pc->fold_to) {
+			uint64_t rel;
+
+			if (consumer_released(g, pc->id, &rel))
+				p->fold_next = rel + 1;
 		}
 		for (unsigned i = 0; i < REPL_COPY_DEPTH; i++) {
 			p->copies[i].p = p;
@@ -1027,6 +1194,7 @@ pair_free(struct pair *p)
 		free(p->reads[i].buf);
 	for (unsigned i = 0; i < REPL_COPY_DEPTH; i++)
 		free(p->copies[i].buf);
+	free(p->fold.buf);
 	free(p);
 }
 
@@ -1082,6 +1250,897 @@ create_finish(struct pair *p, int err, const char *msg)
 		return;
 	}
 	cb(p->create_arg, 0, NULL);
+}
+
+static struct pair *pair_new(struct repl *r, struct group *g, const struct group_pair_config *pc);
+static void pair_detach(struct pair *p);
+
+/* ------------------------------------------------------------------ */
+/* Lifecycle: states, suspend and fold, resync, swap, takeover, delete */
+/* ------------------------------------------------------------------ */
+
+static void primary_dial(struct pair *p);
+static void send_primary_status(struct pair *p);
+
+static bool
+state_flowing(enum pair_state st)
+{
+	return st == PAIR_STATE_COPY || st == PAIR_STATE_PAIR || st == PAIR_STATE_PFUL;
+}
+
+static bool
+state_suspended(enum pair_state st)
+{
+	return st == PAIR_STATE_PSUS || st == PAIR_STATE_PSUE || st == PAIR_STATE_PFUS;
+}
+
+static uint64_t
+new_gen(void)
+{
+	uint64_t g;
+
+	do
+		randombytes_buf(&g, sizeof(g));
+	while (!g);
+	return g;
+}
+
+/* Writes tracked while suspended make this site's data its own: a new
+ * generation, so a copy from the other site can't silently drop them. */
+static void
+note_local_writes(struct pair *p)
+{
+	if (!group_tracking(p->g) || !group_first_tracked_seq(p->g) ||
+	    p->pc.gen != p->pc.synced_gen)
+		return;
+	p->pc.gen = new_gen();
+	pair_save(p);
+	log_info("group '%s': writes while the pair is %s (from seq %" PRIu64 "): generation now "
+		 "%016" PRIx64, group_name(p->g), pair_state_name(p->pc.state),
+		 group_first_tracked_seq(p->g), p->pc.gen);
+}
+
+static enum pair_state
+state_from_wire(uint8_t w)
+{
+	static const enum pair_state map[] = {
+		[WIRE_STATE_COPY] = PAIR_STATE_COPY, [WIRE_STATE_PAIR] = PAIR_STATE_PAIR,
+		[WIRE_STATE_PFUL] = PAIR_STATE_PFUL, [WIRE_STATE_PFUS] = PAIR_STATE_PFUS,
+		[WIRE_STATE_PSUS] = PAIR_STATE_PSUS, [WIRE_STATE_PSUE] = PAIR_STATE_PSUE,
+		[WIRE_STATE_SSWS] = PAIR_STATE_SSWS,
+	};
+
+	return w < ARRAY_SIZE(map) ? map[w] : PAIR_STATE_PSUE;
+}
+
+static uint8_t
+state_to_wire(enum pair_state st)
+{
+	switch (st) {
+	case PAIR_STATE_COPY:
+		return WIRE_STATE_COPY;
+	case PAIR_STATE_PFUL:
+		return WIRE_STATE_PFUL;
+	case PAIR_STATE_PFUS:
+		return WIRE_STATE_PFUS;
+	case PAIR_STATE_PSUS:
+		return WIRE_STATE_PSUS;
+	case PAIR_STATE_PSUE:
+		return WIRE_STATE_PSUE;
+	case PAIR_STATE_SSWS:
+		return WIRE_STATE_SSWS;
+	default:
+		return WIRE_STATE_PAIR;
+	}
+}
+
+/* Every transition is persisted before anything reports it. */
+static void
+pair_set_state(struct pair *p, enum pair_state st, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void
+pair_set_state(struct pair *p, enum pair_state st, const char *fmt, ...)
+{
+	enum pair_state old = p->pc.state;
+	char reason[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	p->pc.state = st;
+	snprintf(p->pc.reason, sizeof(p->pc.reason), "%s", reason);
+	pair_save(p);
+	if (old != st) {
+		log_info("group '%s': pair state %s -> %s: %s", group_name(p->g),
+			 pair_state_name(old), pair_state_name(st), reason);
+		if (p->r->opts.on_event)
+			event_hook_run(p->r->opts.on_event, group_name(p->g), pair_state_name(old),
+				       pair_state_name(st), reason);
+	}
+	if (p->pc.role == PAIR_ROLE_PRIMARY && p->ready)
+		send_primary_status(p);
+}
+
+static void
+cmd_finish(struct pair *p, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+cmd_finish(struct pair *p, int err, const char *fmt, ...)
+{
+	repl_create_cb *cb = p->cmd_cb;
+	char msg[512];
+	va_list ap;
+
+	if (!cb)
+		return;
+	p->cmd_cb = NULL;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	cb(p->cmd_arg, err, msg);
+}
+
+static void
+cmd_begin(struct pair *p, enum pair_cmd kind, repl_create_cb *cb, void *arg)
+{
+	p->cmd_cb = cb;
+	p->cmd_arg = arg;
+	p->cmd_kind = kind;
+	p->cmd_deadline_ms = now_ms() + REPL_CMD_TIMEOUT_MS;
+}
+
+static bool
+consumer_released(struct group *g, uint64_t id, uint64_t *ret)
+{
+	const struct journal_sb *sb = journal_get_sb(group_journal(g));
+
+	for (unsigned i = 0; i < JOURNAL_MAX_CONSUMERS; i++) {
+		if (sb->consumers[i].id == id) {
+			*ret = sb->consumers[i].released_seq;
+			return true;
+		}
+	}
+	return false;
+}
+
+static uint64_t
+dirty_bytes(struct group *g)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < group_nvolumes(g); i++) {
+		if (group_diffmap(g, i))
+			n += diffmap_dirty_bytes(group_diffmap(g, i));
+	}
+	return n;
+}
+
+static void
+mark_everything(struct pair *p, const char *why)
+{
+	log_warn("group '%s': %s: marking every region of every volume as changed",
+		 group_name(p->g), why);
+	for (unsigned i = 0; i < group_nvolumes(p->g); i++) {
+		if (group_diffmap(p->g, i))
+			diffmap_mark(group_diffmap(p->g, i), 0, group_volume(p->g, i)->size);
+	}
+}
+
+static void
+clear_bitmaps(struct group *g)
+{
+	for (unsigned i = 0; i < group_nvolumes(g); i++) {
+		if (group_diffmap(g, i))
+			diffmap_clear_all(group_diffmap(g, i));
+	}
+	group_sync_bitmaps(g);
+}
+
+/* --- fold: records the secondary has not restored become bitmap bits --- */
+
+static void
+fold_finish(struct pair *p)
+{
+	int r = group_sync_bitmaps(p->g);
+
+	if (r < 0) {
+		pair_error(p, "cannot sync the difference bitmaps: %s; journal space is kept",
+			   strerror(-r));
+		return;
+	}
+	p->pc.fold_to = 0;
+	pair_save(p);
+	r = journal_consumer_remove(group_journal(p->g), p->pc.id);
+	if (r < 0 && r != -ENOENT)
+		log_errno(r, "group '%s': cannot drop the pair's journal consumer", group_name(p->g));
+	log_info("group '%s': records not restored at the secondary are in the difference "
+		 "bitmaps (%" PRIu64 " bytes marked); master journal space released",
+		 group_name(p->g), dirty_bytes(p->g));
+	loop_wakeup(p->r->loop);
+}
+
+static void
+fold_read_done(struct journal_read_req *jr, int res)
+{
+	struct jread *rd = jr->arg;
+	struct pair *p = rd->p;
+	struct journal_rec rec;
+	const void *payload;
+	size_t pos = 0;
+	uint64_t expect = jr->first_seq;
+
+	rd->busy = false;
+	p->busy--;
+	if (p->zombie) {
+		pair_put(p);
+		return;
+	}
+	if (res < 0) {
+		mark_everything(p, "cannot read back unrestored records");
+		p->fold_next = p->pc.fold_to + 1;
+	} else {
+		uint64_t seed = journal_get_sb(group_journal(p->g))->seed;
+
+		while (wire_records_next(rd->buf, jr->out_len, seed, &pos, &expect, &rec, &payload) > 0) {
+			struct diffmap *m = rec.volume < group_nvolumes(p->g)
+						    ? group_diffmap(p->g, rec.volume)
+						    : NULL;
+
+			if (rec.kind != JOURNAL_REC_MARKER && m)
+				diffmap_mark(m, rec.offset, rec.length);
+		}
+		if (expect != jr->last_seq + 1)
+			mark_everything(p, "unrestored records failed their checks");
+		p->fold_next = jr->last_seq + 1;
+	}
+	loop_wakeup(p->r->loop);
+}
+
+static void
+fold_pump(struct pair *p)
+{
+	struct jread *rd = &p->fold;
+	int r;
+
+	if (!p->pc.fold_to || rd->busy)
+		return;
+	if (p->fold_next > p->pc.fold_to) {
+		fold_finish(p);
+		return;
+	}
+	memset(&rd->jr, 0, sizeof(rd->jr));
+	rd->jr.from_seq = p->fold_next;
+	rd->jr.max_seq = p->pc.fold_to;
+	rd->jr.max_bytes = WIRE_MAX_DATA;
+	rd->jr.out = rd->buf;
+	rd->jr.out_cap = WIRE_MAX_DATA;
+	rd->jr.done = fold_read_done;
+	rd->jr.arg = rd;
+	r = journal_read_records(group_journal(p->g), &rd->jr);
+	if (r == -EAGAIN)
+		return;
+	if (r < 0) {
+		mark_everything(p, "unrestored records are gone from the journal");
+		p->fold_next = p->pc.fold_to + 1;
+		fold_finish(p);
+		return;
+	}
+	rd->busy = true;
+	p->busy++;
+}
+
+/* Primary: COPY/PAIR/PFUL -> st. Host writes go on, tracked by the bitmaps;
+ * the records the secondary has not restored are folded into them, then
+ * the journal forgets them. */
+static void
+primary_suspend(struct pair *p, enum pair_state st, enum pair_cause cause, const char *reason)
+{
+	struct journal_stats js;
+	uint64_t rel = 0;
+	bool held;
+
+	if (state_suspended(p->pc.state) || p->pc.role != PAIR_ROLE_PRIMARY)
+		return;
+	if (group_set_tracking(p->g, true) < 0) {
+		pair_error(p, "cannot suspend: this daemon keeps no difference bitmaps");
+		return;
+	}
+	journal_get_stats(group_journal(p->g), &js);
+	held = consumer_released(p->g, p->pc.id, &rel);
+	/* The superblock's copy may lag what the secondary reported. */
+	if (held && p->remote_restored > rel && p->remote_restored < js.next_seq)
+		rel = p->remote_restored;
+	p->drain_target = 0;
+	p->held_since_ms = 0;
+	p->resync_pending = false;
+	group_hold_writes(p->g, false);
+	group_set_sync(p->g, false); /* errors suspend, they never block hosts */
+	/* Records not yet durable may never be (a full journal waits for the
+	 * very space this suspend frees): they are marked from memory, and only
+	 * durable ones are read back. */
+	group_mark_undurable(p->g);
+	p->pc.fold_to = held && rel < js.durable_seq ? js.durable_seq : 0;
+	p->fold_next = held ? rel + 1 : js.next_seq;
+	p->pc.cause = cause;
+	p->auto_backoff_ms = REPL_AUTO_BACKOFF_MIN_MS;
+	p->auto_next_ms = now_ms() + REPL_AUTO_BACKOFF_MIN_MS;
+	pair_set_state(p, st, "%s", reason);
+	if (p->pc.fold_to)
+		fold_pump(p);
+	else if (held)
+		fold_finish(p);
+	if (p->swap_pending) {
+		p->swap_pending = false;
+		group_set_secondary(p->g, false);
+	}
+}
+
+/* --- bitmaps over the link --- */
+
+static int
+send_bitmaps(struct pair *p, const uint16_t *wire_ids)
+{
+	const uint32_t chunk_bits = WIRE_MAX_DATA * 8u;
+	uint8_t *buf = malloc(WIRE_MAX_DATA);
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (unsigned i = 0; i < group_nvolumes(p->g) && r == 0; i++) {
+		struct diffmap *m = group_diffmap(p->g, i);
+		uint64_t n = m ? diffmap_nregions(m) : 0;
+
+		for (uint64_t first = m ? diffmap_next_set(m, 0) : UINT64_MAX; first < n && r == 0;) {
+			struct wire_msg msg = {.hdr.type = WIRE_BITMAP};
+			uint32_t nbits = (uint32_t)MIN((uint64_t)chunk_bits, n - first);
+
+			diffmap_get_bits(m, first, nbits, buf);
+			msg.u.bitmap.volume = wire_ids[i];
+			msg.u.bitmap.region_size = diffmap_region_size(m);
+			msg.u.bitmap.first_region = first;
+			msg.u.bitmap.nbits = nbits;
+			msg.u.bitmap.bits = buf;
+			r = send_msg(p, &msg);
+			first = diffmap_next_set(m, first + nbits);
+		}
+	}
+	if (r == 0) {
+		struct wire_msg msg = {.hdr.type = WIRE_BITMAP};
+
+		msg.u.bitmap.flags = WIRE_BITMAP_LAST;
+		msg.u.bitmap.region_size = GROUP_DEFAULT_REGION_SIZE;
+		r = send_msg(p, &msg);
+	}
+	free(buf);
+	return r;
+}
+
+static void
+on_bitmap(struct pair *p, const struct wire_bitmap *b, unsigned local_vol)
+{
+	struct diffmap *m = group_diffmap(p->g, local_vol);
+	int64_t n;
+
+	if (b->nbits == 0)
+		return;
+	if (!m) {
+		fail_link(p, EPROTO, "bitmap for volume %u, which has no difference bitmap here",
+			  b->volume);
+		return;
+	}
+	n = diffmap_merge(m, b->region_size, b->first_region, b->bits, b->nbits);
+	if (n < 0)
+		fail_link(p, EPROTO, "bitmap chunk for volume %u refused: %s", b->volume,
+			  strerror((int)-n));
+}
+
+/* --- resync (primary) --- */
+
+static int
+primary_start_resync(struct pair *p, bool force, char *err, size_t errlen)
+{
+	struct journal *j = group_journal(p->g);
+	struct journal_stats js;
+	struct wire_msg m = {.hdr.type = WIRE_PAIR_CMD};
+	int r;
+
+	if (!p->ready) {
+		snprintf(err, errlen, "the secondary (%s) is not connected%s%s", p->pc.remote,
+			 p->error[0] ? ": " : "", p->error);
+		return -ENOTCONN;
+	}
+	if (p->pc.fold_to) {
+		snprintf(err, errlen, "still folding unrestored records into the bitmaps; retry "
+			 "in a moment");
+		return -EAGAIN;
+	}
+	if (p->resync_pending || p->swap_pending) {
+		snprintf(err, errlen, "a resync or swap is already starting");
+		return -EBUSY;
+	}
+	journal_get_stats(j, &js);
+	journal_consumer_remove(j, p->pc.id);
+	r = journal_consumer_add(j, p->pc.id);
+	if (r == 0 && js.next_seq > js.tail_seq)
+		r = journal_consumer_release(j, p->pc.id, js.next_seq - 1);
+	if (r < 0) {
+		journal_consumer_remove(j, p->pc.id);
+		snprintf(err, errlen, "cannot register the pair in the master journal: %s",
+			 strerror(-r));
+		return r;
+	}
+	p->resync_start = js.next_seq;
+	p->resync_gen = new_gen();
+	p->resync_force = force;
+	p->resync_pending = true;
+	m.u.pair_cmd.cmd = WIRE_CMD_RESYNC;
+	m.u.pair_cmd.flags = force ? WIRE_CMD_FORCE : 0;
+	m.u.pair_cmd.pair_id = p->pc.id;
+	m.u.pair_cmd.seq = p->resync_start;
+	m.u.pair_cmd.gen = p->resync_gen;
+	m.u.pair_cmd.synced_gen = p->pc.synced_gen;
+	r = send_msg(p, &m);
+	if (r < 0) {
+		p->resync_pending = false;
+		journal_consumer_remove(j, p->pc.id);
+		snprintf(err, errlen, "cannot send the resync request: %s", strerror(-r));
+		return r;
+	}
+	log_info("group '%s': resync requested from seq %" PRIu64 "%s", group_name(p->g),
+		 p->resync_start, force ? " (--force)" : "");
+	return 0;
+}
+
+static void
+primary_on_resync_reply(struct pair *p, const struct wire_pair_cmd *m)
+{
+	uint64_t total;
+
+	if (!p->resync_pending || m->seq != p->resync_start) {
+		fail_link(p, EPROTO, "resync answer that was not asked for");
+		return;
+	}
+	p->resync_pending = false;
+	if (m->flags & WIRE_CMD_REFUSED) {
+		journal_consumer_remove(group_journal(p->g), p->pc.id);
+		pair_error(p, "resync refused by the secondary: %s", m->text);
+		cmd_finish(p, -EPERM, "resync refused by site '%s': %s", p->pc.peer_site, m->text);
+		p->auto_next_ms = now_ms() + p->auto_backoff_ms;
+		return;
+	}
+	if (group_sync_bitmaps(p->g) < 0) {
+		journal_consumer_remove(group_journal(p->g), p->pc.id);
+		cmd_finish(p, -EIO, "cannot write the merged difference bitmaps");
+		return;
+	}
+	group_set_tracking(p->g, false);
+	total = dirty_bytes(p->g);
+	p->pc.start_seq = p->resync_start;
+	p->pc.resync = true;
+	p->pc.copy_volume = 0;
+	p->pc.copy_offset = 0;
+	p->pc.copy_end_seq = 0;
+	p->pc.copy_total = total;
+	p->pc.gen = p->pc.synced_gen = p->resync_gen;
+	p->pc.cause = PAIR_CAUSE_NONE;
+	p->copy_vol = 0;
+	p->copy_off = 0;
+	p->copy_failed = false;
+	p->copy_max_seq = p->resync_start - 1;
+	p->copy_rate = p->copy_rate_ms = p->copy_rate_done = 0;
+	p->cursor = p->resync_start;
+	p->remote_received = p->remote_restored = p->resync_start - 1;
+	p->nreqs = 0;
+	p->error[0] = 0;
+	group_set_sync(p->g, p->pc.mode == PAIR_MODE_SYNC);
+	pair_set_state(p, PAIR_STATE_COPY, "resync: %" PRIu64 " bytes of changed regions to copy",
+		       total);
+	p->auto_backoff_ms = REPL_AUTO_BACKOFF_MIN_MS;
+	cmd_finish(p, 0, "resync started: %" PRIu64 " bytes of changed regions to copy", total);
+	loop_wakeup(p->r->loop);
+}
+
+/* --- resync (secondary) --- */
+
+static void
+reply_cmd(struct pair *p, const struct wire_pair_cmd *req, bool refused, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void
+reply_cmd(struct pair *p, const struct wire_pair_cmd *req, bool refused, const char *fmt, ...)
+{
+	struct wire_msg m = {.hdr.type = WIRE_PAIR_CMD};
+	va_list ap;
+
+	m.u.pair_cmd.cmd = (uint8_t)(req->cmd | WIRE_CMD_REPLY);
+	m.u.pair_cmd.flags = refused ? WIRE_CMD_REFUSED : 0;
+	m.u.pair_cmd.pair_id = p->pc.id;
+	m.u.pair_cmd.seq = req->seq;
+	m.u.pair_cmd.gen = p->pc.gen;
+	m.u.pair_cmd.synced_gen = p->pc.synced_gen;
+	va_start(ap, fmt);
+	vsnprintf(m.u.pair_cmd.text, sizeof(m.u.pair_cmd.text), fmt, ap);
+	va_end(ap);
+	if (refused)
+		log_warn("group '%s': refused the peer's %s: %s", group_name(p->g),
+			 req->cmd == WIRE_CMD_RESYNC ? "resync" : "swap", m.u.pair_cmd.text);
+	send_msg(p, &m);
+}
+
+/* Would a copy from the other site silently discard writes made here? */
+static bool
+split_brain_refuses(struct pair *p, const struct wire_pair_cmd *m, const char *other_cmd)
+{
+	if (m->flags & WIRE_CMD_FORCE)
+		return false;
+	if (p->pc.gen != p->pc.synced_gen) {
+		reply_cmd(p, m, true,
+			  "site '%s' has writes the other site lacks (made %s; generation %016" PRIx64
+			  ", last synced %016" PRIx64 "); this copy would overwrite them. %s, or "
+			  "repeat with --force to discard them",
+			  p->r->site,
+			  p->pc.state == PAIR_STATE_SSWS ? "after its takeover" : "while suspended",
+			  p->pc.gen, p->pc.synced_gen, other_cmd);
+		return true;
+	}
+	if (p->pc.synced_gen != m->synced_gen) {
+		reply_cmd(p, m, true,
+			  "the sites' histories differ (last synced generation %016" PRIx64
+			  " at site '%s', %016" PRIx64 " at the other); repeat with --force to "
+			  "overwrite site '%s'",
+			  p->pc.synced_gen, p->r->site, m->synced_gen, p->r->site);
+		return true;
+	}
+	return false;
+}
+
+static uint16_t *
+wire_ids_of_secondary(struct pair *p, uint16_t *ids)
+{
+	/* Our volume i is the primary's volume k where volmap[k] == i. */
+	for (unsigned i = 0; i < group_nvolumes(p->g); i++)
+		ids[i] = (uint16_t)i;
+	for (unsigned k = 0; k < p->pc.nvolmap; k++)
+		ids[p->pc.volmap[k]] = (uint16_t)k;
+	return ids;
+}
+
+static void
+secondary_on_resync(struct pair *p, const struct wire_pair_cmd *m)
+{
+	struct repl *r = p->r;
+	struct group *ng = NULL;
+	uint16_t ids[JOURNAL_MAX_VOLUMES];
+	char err[512];
+	int ret;
+
+	if (p->takeover_pending) {
+		reply_cmd(p, m, true, "a takeover is running at site '%s'", r->site);
+		return;
+	}
+	if (split_brain_refuses(p, m, "Run 'jrbd pair resync GROUP --swap' at this site to "
+				      "keep them"))
+		return;
+	group_set_tracking(p->g, false);
+	group_set_secondary(p->g, true);
+	if (send_bitmaps(p, wire_ids_of_secondary(p, ids)) < 0) {
+		fail_link(p, EIO, "cannot send the difference bitmaps");
+		return;
+	}
+	if (p->cur) {
+		rbatch_free(&p->cur->rb);
+		p->cur = NULL;
+	}
+	reorder_reset(&p->ro, rbatch_free);
+	ret = r->ops->reformat(r->arg, p->g, m->seq, &ng, err, sizeof(err));
+	if (ret < 0) {
+		reply_cmd(p, m, true, "cannot restart the restore journal at seq %" PRIu64 ": %s",
+			  m->seq, err);
+		return;
+	}
+	p->g = ng;
+	group_set_secondary(ng, true);
+	group_set_tracking(ng, false);
+	reorder_init(&p->ro, m->seq);
+	p->pc.start_seq = m->seq;
+	p->pc.resync = true;
+	p->pc.gen = p->pc.synced_gen = m->gen;
+	p->pc.bitmap_clear_pending = true;
+	p->pc.cause = PAIR_CAUSE_NONE;
+	p->sent_received = p->sent_restored = 0;
+	p->nout = 0;
+	pair_set_state(p, PAIR_STATE_COPY, "resync from the primary, stream from seq %" PRIu64,
+		       m->seq);
+	reply_cmd(p, m, false, "ok");
+	loop_wakeup(r->loop);
+}
+
+/* --- swap: the secondary becomes the primary --- */
+
+static int
+secondary_start_swap(struct pair *p, bool force, bool takeover, char *err, size_t errlen)
+{
+	struct wire_msg m = {.hdr.type = WIRE_PAIR_CMD};
+	int r;
+
+	if (!p->ready || !p->have_pstat) {
+		snprintf(err, errlen, "the primary (site '%s') is not connected; a swap needs "
+			 "both sites%s", p->pc.peer_site,
+			 takeover ? "" : " ('jrbd pair takeover' works without it)");
+		return -ENOTCONN;
+	}
+	if (!p->pc.peer_addr[0]) {
+		snprintf(err, errlen, "the primary (site '%s') has no replication address "
+			 "(--listen) to be dialed as a secondary", p->pc.peer_site);
+		return -EINVAL;
+	}
+	if (p->swap_pending || p->takeover_pending) {
+		snprintf(err, errlen, "a swap or takeover is already running");
+		return -EBUSY;
+	}
+	p->resync_gen = new_gen();
+	p->swap_pending = true;
+	m.u.pair_cmd.cmd = WIRE_CMD_SWAP;
+	m.u.pair_cmd.flags = (uint8_t)((force ? WIRE_CMD_FORCE : 0) | (takeover ? WIRE_CMD_DRAIN : 0));
+	m.u.pair_cmd.pair_id = p->pc.id;
+	m.u.pair_cmd.gen = p->resync_gen;
+	m.u.pair_cmd.synced_gen = p->pc.synced_gen;
+	r = send_msg(p, &m);
+	if (r < 0) {
+		p->swap_pending = false;
+		snprintf(err, errlen, "cannot send the swap request: %s", strerror(-r));
+		return r;
+	}
+	log_info("group '%s': swap requested (%s)", group_name(p->g),
+		 takeover ? "takeover with the primary reachable" : "resync --swap");
+	return 0;
+}
+
+/* Primary: the drain for a SWAP is over (or not needed): hand over. */
+static void
+primary_swap_finish(struct pair *p)
+{
+	struct repl *r = p->r;
+	struct group *g = p->g;
+	struct group_pair_config pc = p->pc;
+	struct wire_pair_cmd req = p->swap_cmd;
+	struct conn *c = p->conn;
+	struct pair *np;
+	enum pair_state old = p->pc.state;
+	uint16_t ids[JOURNAL_MAX_VOLUMES];
+
+	p->swap_pending = false;
+	group_set_secondary(g, true);
+	group_set_tracking(g, false);
+	group_set_sync(g, false);
+	for (unsigned i = 0; i < JOURNAL_MAX_VOLUMES; i++)
+		ids[i] = (uint16_t)i;
+	if (send_bitmaps(p, ids) < 0) {
+		fail_link(p, EIO, "cannot send the difference bitmaps");
+		return;
+	}
+	journal_consumer_remove(group_journal(g), p->pc.id);
+	memset(&pc.volmap, 0, sizeof(pc.volmap));
+	pc.nvolmap = 0;
+	pc.role = PAIR_ROLE_SECONDARY;
+	pc.state = PAIR_STATE_COPY;
+	snprintf(pc.peer_addr, sizeof(pc.peer_addr), "%s", p->pc.remote);
+	pc.remote[0] = 0;
+	pc.primary_seed = 0;
+	pc.gen = pc.synced_gen = req.gen;
+	pc.fold_to = 0;
+	pc.resync = true;
+	pc.cause = PAIR_CAUSE_NONE;
+	pc.announce = false;
+	snprintf(pc.reason, sizeof(pc.reason), "swapped: site '%s' is the primary now",
+		 pc.peer_site);
+	reply_cmd(p, &req, false, "ok");
+	/* The link stays with the peer (it closes it); this pair object turns
+	 * into a secondary's. */
+	if (c) {
+		c->p = NULL;
+		p->conn = NULL;
+	}
+	pair_detach(p);
+	np = pair_new(r, g, &pc);
+	if (!np) {
+		log_err("group '%s': out of memory after a swap", group_name(g));
+		return;
+	}
+	memset(&np->saved, 0, sizeof(np->saved));
+	pair_save(np);
+	log_info("group '%s': pair state %s -> COPY: swapped; this site is now the secondary of "
+		 "site '%s'", group_name(g), pair_state_name(old), pc.peer_site);
+	if (r->opts.on_event)
+		event_hook_run(r->opts.on_event, group_name(g), pair_state_name(old), "COPY",
+			       "swapped: this site is now the secondary");
+}
+
+static void
+primary_on_swap(struct pair *p, const struct wire_pair_cmd *m)
+{
+	if (p->pc.state == PAIR_STATE_COPY && !p->pc.resync) {
+		reply_cmd(p, m, true, "the initial copy has not finished; the secondary is not a "
+			  "complete image yet");
+		return;
+	}
+	if (p->resync_pending || p->swap_pending) {
+		reply_cmd(p, m, true, "a resync or swap is already running at site '%s'", p->r->site);
+		return;
+	}
+	note_local_writes(p);
+	if (split_brain_refuses(p, m, "Resync from this site instead ('jrbd pair resync GROUP "
+				      "--force' here)"))
+		return;
+	p->swap_cmd = *m;
+	p->swap_pending = true;
+	/* Nothing more from the hosts here: the other site takes over. */
+	group_set_secondary(p->g, true);
+	log_info("group '%s': swap asked by site '%s'; host writes refused from now on, %s",
+		 group_name(p->g), p->pc.peer_site,
+		 state_flowing(p->pc.state) ? "draining to the secondary" : "sending the bitmaps");
+	loop_wakeup(p->r->loop);
+}
+
+/* In the tick and hook: a swap waits for the drain (or fold) to end. */
+static void
+primary_swap_pump(struct pair *p)
+{
+	struct group_stats st;
+
+	if (!p->swap_pending || p->pc.role != PAIR_ROLE_PRIMARY)
+		return;
+	if (!p->ready) {
+		/* The asking site is gone: stay primary. */
+		p->swap_pending = false;
+		group_set_secondary(p->g, false);
+		pair_error(p, "swap abandoned: the link to site '%s' closed", p->pc.peer_site);
+		return;
+	}
+	if (p->pc.fold_to)
+		return;
+	group_get_stats(p->g, &st);
+	if (state_flowing(p->pc.state) && p->remote_restored < st.last_seq)
+		return;
+	primary_swap_finish(p);
+}
+
+/* Secondary: the primary handed over; become the primary and dial it. */
+static void
+secondary_on_swap_reply(struct pair *p, const struct wire_pair_cmd *m)
+{
+	struct repl *r = p->r;
+	struct group *g = p->g;
+	struct group_pair_config pc = p->pc;
+	struct journal *j = group_journal(g);
+	struct journal_stats js;
+	struct pair *np;
+	bool takeover = p->cmd_kind == PAIR_CMD_TAKEOVER;
+	enum pair_state old = p->pc.state;
+	uint64_t total;
+	int ret;
+
+	if (!p->swap_pending) {
+		fail_link(p, EPROTO, "swap answer that was not asked for");
+		return;
+	}
+	p->swap_pending = false;
+	if (m->flags & WIRE_CMD_REFUSED) {
+		cmd_finish(p, -EPERM, "swap refused by site '%s': %s", p->pc.peer_site, m->text);
+		return;
+	}
+	ret = group_sync_bitmaps(g);
+	if (ret < 0) {
+		cmd_finish(p, ret, "cannot write the merged difference bitmaps");
+		return;
+	}
+	journal_get_stats(j, &js);
+	ret = journal_consumer_add(j, pc.id);
+	if (ret == 0 && js.next_seq > js.tail_seq)
+		ret = journal_consumer_release(j, pc.id, js.next_seq - 1);
+	if (ret < 0 && ret != -EEXIST) {
+		cmd_finish(p, ret, "cannot register the pair in the journal: %s", strerror(-ret));
+		return;
+	}
+	total = dirty_bytes(g);
+	pc.role = PAIR_ROLE_PRIMARY;
+	pc.state = PAIR_STATE_COPY;
+	pc.resync = true;
+	pc.initial_copy = false;
+	pc.confirmed = true;
+	pc.announce = true;
+	snprintf(pc.remote, sizeof(pc.remote), "%s", p->pc.peer_addr);
+	pc.start_seq = js.next_seq;
+	pc.copy_volume = 0;
+	pc.copy_offset = 0;
+	pc.copy_end_seq = 0;
+	pc.copy_total = total;
+	pc.gen = pc.synced_gen = p->resync_gen;
+	pc.cause = PAIR_CAUSE_NONE;
+	pc.bitmap_clear_pending = false;
+	snprintf(pc.reason, sizeof(pc.reason), "swap: this site is the primary; %" PRIu64
+		 " bytes of differences to copy back", total);
+	cmd_finish(p, 0, "%s: site '%s' is now the primary; %" PRIu64 " bytes of differences "
+		   "to copy to site '%s'", takeover ? "swap" : "resync --swap", r->site, total,
+		   p->pc.peer_site);
+	if (p->conn && !p->conn->dead)
+		link_fail(p->conn->link, ESHUTDOWN, "swapped roles");
+	pair_detach(p);
+	group_set_tracking(g, false);
+	group_set_secondary(g, false);
+	np = pair_new(r, g, &pc);
+	if (!np) {
+		log_err("group '%s': out of memory after a swap", group_name(g));
+		return;
+	}
+	memset(&np->saved, 0, sizeof(np->saved));
+	pair_save(np);
+	log_info("group '%s': pair state %s -> COPY: %s", group_name(g), pair_state_name(old),
+		 pc.reason);
+	if (r->opts.on_event)
+		event_hook_run(r->opts.on_event, group_name(g), pair_state_name(old), "COPY",
+			       pc.reason);
+	group_set_sync(g, pc.mode == PAIR_MODE_SYNC);
+	primary_dial(np);
+}
+
+/* --- takeover without the primary --- */
+
+static void
+secondary_takeover_pump(struct pair *p)
+{
+	struct group_stats st;
+
+	if (!p->takeover_pending)
+		return;
+	group_get_stats(p->g, &st);
+	if (p->nreplay || st.applied_seq < st.durable_seq)
+		return;
+	p->takeover_pending = false;
+	p->pc.gen = new_gen();
+	p->pc.cause = PAIR_CAUSE_NONE;
+	group_set_secondary(p->g, false);
+	group_set_tracking(p->g, true);
+	pair_set_state(p, PAIR_STATE_SSWS, "taken over at site '%s' (the primary was not "
+		       "reachable); S-VOLs writable, changes tracked", p->r->site);
+	cmd_finish(p, 0, "secondary takeover: site '%s' restored everything it received (seq %"
+		   PRIu64 ") and its volumes are writable (SSWS)", p->r->site, st.applied_seq);
+}
+
+/* --- delete --- */
+
+static void
+pair_delete_local(struct pair *p, const char *why)
+{
+	struct group *g = p->g;
+	struct group_pair_config none = {0};
+	enum pair_state old = p->pc.state;
+	struct repl *r = p->r;
+	char name[JOURNAL_GROUPNAME_LEN + 1];
+
+	snprintf(name, sizeof(name), "%s", group_name(g));
+	if (p->pc.role == PAIR_ROLE_PRIMARY) {
+		journal_consumer_remove(group_journal(g), p->pc.id);
+		group_set_sync(g, false);
+		group_hold_writes(g, false);
+	} else {
+		group_set_secondary(g, false);
+	}
+	group_set_tracking(g, false);
+	clear_bitmaps(g);
+	p->pc = none;
+	pair_save(p);
+	log_info("group '%s': pair state %s -> SMPL: %s", name, pair_state_name(old), why);
+	if (r->opts.on_event)
+		event_hook_run(r->opts.on_event, name, pair_state_name(old), "SMPL", why);
+	if (p->conn) {
+		/* The peer closes the link once it has our answer. */
+		p->conn->p = NULL;
+		p->conn = NULL;
+	}
+	pair_detach(p);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1178,7 +2237,7 @@ primary_on_ready(struct pair *p)
 	struct journal *j = group_journal(p->g);
 	uint64_t seed = journal_get_sb(j)->seed;
 
-	if (!p->pc.confirmed) {
+	if (!p->pc.confirmed || p->pc.announce) {
 		struct wire_pair_create *pc = &m.u.pair_create;
 
 		m.hdr.type = WIRE_PAIR_CREATE;
@@ -1214,6 +2273,46 @@ primary_on_pair_ok(struct pair *p, const struct wire_pair_ok *ok)
 	struct journal_stats js;
 
 	journal_get_stats(group_journal(p->g), &js);
+	if (ok->state == WIRE_STATE_SSWS) {
+		if (p->conn)
+			snprintf(p->pc.peer_site, sizeof(p->pc.peer_site), "%s",
+				 link_peer_site(p->conn->link));
+		p->last_contact_ms = now_ms();
+		/* The secondary took over while we were apart: its volumes have
+		 * their own writes now. Stay linked (for a swap), serve nothing. */
+		p->backoff_ms = REPL_BACKOFF_MIN_MS;
+		p->ready = true;
+		p->remote_received = p->remote_restored = 0;
+		primary_suspend(p, PAIR_STATE_PSUE, PAIR_CAUSE_TAKEOVER,
+				"the secondary took over (SSWS): run 'jrbd pair resync GROUP --swap' "
+				"there to make it the primary, or resync here with --force");
+		if (p->pc.cause != PAIR_CAUSE_TAKEOVER && state_suspended(p->pc.state)) {
+			p->pc.cause = PAIR_CAUSE_TAKEOVER;
+			pair_set_state(p, PAIR_STATE_PSUE, "the secondary took over (SSWS): run 'jrbd "
+				       "pair resync GROUP --swap' there to make it the primary, or "
+				       "resync here with --force");
+		}
+		send_primary_status(p);
+		return;
+	}
+	if (state_suspended(p->pc.state)) {
+		/* Suspended: the journal owes the secondary nothing; the link only
+		 * carries status and lifecycle commands until a resync. */
+		if (p->conn)
+			snprintf(p->pc.peer_site, sizeof(p->pc.peer_site), "%s",
+				 link_peer_site(p->conn->link));
+		p->last_contact_ms = now_ms();
+		p->backoff_ms = REPL_BACKOFF_MIN_MS;
+		p->remote_received = ok->received_seq;
+		p->remote_restored = ok->restored_seq;
+		p->error[0] = 0;
+		p->ready = true;
+		log_info("group '%s': replication link to %s up (pair %s: no records flow until a "
+			 "resync)", group_name(p->g), p->pc.remote, pair_state_name(p->pc.state));
+		send_primary_status(p);
+		loop_wakeup(p->r->loop);
+		return;
+	}
 	if (ok->received_seq + 1 < p->pc.start_seq || ok->received_seq >= js.next_seq ||
 	    ok->restored_seq > ok->received_seq) {
 		fail_link(p, EPROTO, "secondary reports received %" PRIu64 " / restored %" PRIu64
@@ -1228,6 +2327,12 @@ primary_on_pair_ok(struct pair *p, const struct wire_pair_ok *ok)
 	}
 	if (p->conn)
 		snprintf(p->pc.peer_site, sizeof(p->pc.peer_site), "%s", link_peer_site(p->conn->link));
+	p->last_contact_ms = now_ms();
+	p->down_since_ms = 0;
+	if (p->pc.announce) {
+		p->pc.announce = false;
+		pair_save(p);
+	}
 	if (!p->pc.confirmed) {
 		p->pc.confirmed = true;
 		pair_save(p);
@@ -1283,6 +2388,11 @@ secondary_accept(struct pair *p, struct conn *c)
 	reorder_reset(&p->ro, rbatch_free);
 	m.u.pair_ok.received_seq = p->ro.next - 1;
 	m.u.pair_ok.restored_seq = group_applied_seq(p->g);
+	m.u.pair_ok.state = state_to_wire(p->pc.state == PAIR_STATE_SMPL ? PAIR_STATE_PAIR
+									 : p->pc.state);
+	m.u.pair_ok.gen = p->pc.gen;
+	m.u.pair_ok.synced_gen = p->pc.synced_gen;
+	p->last_contact_ms = now_ms();
 	p->sent_received = p->sent_restored = 0;
 	if (link_send(c->link, &m) < 0) {
 		conn_drop(c);
@@ -1300,6 +2410,7 @@ on_pair_create(struct conn *c, const struct wire_pair_create *m)
 	struct group_pair_config pc = {0};
 	struct pair *p;
 	char err[512];
+	bool swap;
 	int ret;
 
 	if (!g) {
@@ -1307,6 +2418,8 @@ on_pair_create(struct conn *c, const struct wire_pair_create *m)
 			    "'jrbd group create')", m->group, r->site);
 		return;
 	}
+	swap = group_get_config(g)->pair.role == PAIR_ROLE_SECONDARY &&
+	       group_get_config(g)->pair.id == m->pair_id;
 	if (group_get_config(g)->pair.role == PAIR_ROLE_PRIMARY) {
 		reply_error(c, EBUSY, "group '%s' is the primary of a pair at site '%s'", m->group,
 			    r->site);
@@ -1332,7 +2445,7 @@ on_pair_create(struct conn *c, const struct wire_pair_create *m)
 				    v->size, m->volumes[i].size);
 			return;
 		}
-		if (v->nbd_conns) {
+		if (v->nbd_conns && !swap) {
 			reply_error(c, EBUSY, "S-VOL '%s' at site '%s' has %u NBD connection(s); "
 				    "disconnect them first (pairing overwrites it)", v->name,
 				    r->site, v->nbd_conns);
@@ -1352,8 +2465,21 @@ on_pair_create(struct conn *c, const struct wire_pair_create *m)
 		reply_error(c, -ret, "group '%s' at site '%s': %s", m->group, r->site, err);
 		return;
 	}
+	/* Whatever differences there were, the primary now holds them (a swap
+	 * merged ours) or copies everything. */
+	clear_bitmaps(ng);
 	pc.role = PAIR_ROLE_SECONDARY;
-	pc.state = m->initial_copy ? PAIR_STATE_COPY : PAIR_STATE_PAIR;
+	pc.state = m->initial_copy || swap ? PAIR_STATE_COPY : PAIR_STATE_PAIR;
+	if (swap) {
+		const struct group_pair_config *old = &group_get_config(ng)->pair;
+
+		pc.gen = old->gen;
+		pc.synced_gen = old->synced_gen;
+		snprintf(pc.peer_addr, sizeof(pc.peer_addr), "%s", old->peer_addr);
+		pc.resync = true;
+	} else {
+		pc.gen = pc.synced_gen = m->pair_id; /* both sites start from the same one */
+	}
 	pc.mode = m->mode == WIRE_MODE_SYNC ? PAIR_MODE_SYNC : PAIR_MODE_ASYNC;
 	pc.id = m->pair_id;
 	pc.start_seq = m->start_seq;
@@ -1387,7 +2513,7 @@ on_pair_attach(struct conn *c, const struct wire_pair_attach *m)
 			    m->group, r->site, m->pair_id);
 		return;
 	}
-	if (p->pc.primary_seed != m->primary_seed) {
+	if (p->pc.primary_seed && p->pc.primary_seed != m->primary_seed) {
 		reply_error(c, EINVAL, "group '%s': the primary's journal changed (different "
 			    "checksum seed); the pair must be created again", m->group);
 		return;
@@ -1415,6 +2541,65 @@ conn_on_ready(struct link *l, void *arg)
 }
 
 static void
+on_pair_cmd(struct pair *p, const struct wire_pair_cmd *m)
+{
+	bool primary = p->pc.role == PAIR_ROLE_PRIMARY;
+
+	switch (m->cmd) {
+	case WIRE_CMD_RESYNC:
+		if (!primary) {
+			secondary_on_resync(p, m);
+			return;
+		}
+		break;
+	case WIRE_CMD_RESYNC | WIRE_CMD_REPLY:
+		if (primary) {
+			primary_on_resync_reply(p, m);
+			return;
+		}
+		break;
+	case WIRE_CMD_SWAP:
+		if (primary) {
+			primary_on_swap(p, m);
+			return;
+		}
+		break;
+	case WIRE_CMD_SWAP | WIRE_CMD_REPLY:
+		if (!primary) {
+			secondary_on_swap_reply(p, m);
+			return;
+		}
+		break;
+	case WIRE_CMD_SUSPEND:
+		if (primary) {
+			primary_suspend(p, PAIR_STATE_PSUE, PAIR_CAUSE_IO, m->text);
+			return;
+		}
+		break;
+	case WIRE_CMD_DELETE:
+		reply_cmd(p, m, false, "deleted");
+		pair_delete_local(p, "deleted by the other site");
+		return;
+	case WIRE_CMD_DELETE | WIRE_CMD_REPLY:
+		if (p->cmd_kind == PAIR_CMD_DELETE && p->cmd_cb) {
+			char who[96];
+
+			snprintf(who, sizeof(who), "%s", p->pc.peer_site);
+			cmd_finish(p, 0, "pair deleted at both sites (this one and '%s'); volumes "
+				   "keep their data", who);
+			if (p->conn && !p->conn->dead)
+				link_fail(p->conn->link, ESHUTDOWN, "pair deleted");
+			pair_delete_local(p, "deleted by the operator");
+			return;
+		}
+		break;
+	default:
+		break;
+	}
+	fail_link(p, EPROTO, "unexpected pair command 0x%x", m->cmd);
+}
+
+static void
 conn_on_msg(struct link *l, const struct wire_msg *m, void *arg)
 {
 	struct conn *c = arg;
@@ -1435,7 +2620,34 @@ conn_on_msg(struct link *l, const struct wire_msg *m, void *arg)
 	}
 	if (!p)
 		return;
+	p->last_contact_ms = now_ms();
 	switch (m->hdr.type) {
+	case WIRE_PAIR_CMD:
+		if (p->ready && m->u.pair_cmd.pair_id == p->pc.id) {
+			on_pair_cmd(p, &m->u.pair_cmd);
+			return;
+		}
+		break;
+	case WIRE_BITMAP:
+		if (p->ready && c->dialed && p->resync_pending) {
+			const struct wire_bitmap *b = &m->u.bitmap;
+
+			/* From the secondary: its volume ids are ours (it maps them). */
+			if (b->nbits && b->volume >= group_nvolumes(p->g))
+				break;
+			on_bitmap(p, b, b->volume);
+			return;
+		}
+		if (p->ready && !c->dialed && p->swap_pending) {
+			const struct wire_bitmap *b = &m->u.bitmap;
+
+			/* From the primary: its volume ids, mapped to ours. */
+			if (b->nbits && b->volume >= p->pc.nvolmap)
+				break;
+			on_bitmap(p, b, b->nbits ? p->pc.volmap[b->volume] : 0);
+			return;
+		}
+		break;
 	case WIRE_PAIR_OK:
 		if (c->dialed && !p->ready) {
 			primary_on_pair_ok(p, &m->u.pair_ok);
@@ -1443,12 +2655,22 @@ conn_on_msg(struct link *l, const struct wire_msg *m, void *arg)
 		}
 		break;
 	case WIRE_READ_JOURNAL:
+		if (c->dialed && p->ready && !state_flowing(p->pc.state)) {
+			/* In flight when we suspended: answered empty by the long poll. */
+			if (p->nreqs < REPL_MAX_QUEUED) {
+				p->reqs[p->nreqs] = m->u.read_journal;
+				p->req_deadline_ms[p->nreqs++] = now_ms() + REPL_LONG_POLL_MS;
+			}
+			return;
+		}
 		if (c->dialed && p->ready) {
 			on_read_journal(p, &m->u.read_journal);
 			return;
 		}
 		break;
 	case WIRE_STATUS:
+		if (c->dialed && p->ready && !state_flowing(p->pc.state))
+			return; /* late, from before the suspension */
 		if (c->dialed && p->ready) {
 			remote_progress(p, m->u.status.received_seq, m->u.status.restored_seq,
 					m->u.status.restored_ts_ns);
@@ -1566,13 +2788,127 @@ repl_hook(struct loop *loop, void *arg)
 
 	(void)loop;
 	reap_conns(r);
-	for (struct pair *p = r->pairs; p; p = p->next) {
+	for (struct pair *p = r->pairs, *next; p; p = next) {
+		next = p->next;
 		if (p->pc.role == PAIR_ROLE_PRIMARY) {
+			fold_pump(p);
 			primary_serve(p);
 			copy_pump(p);
+			primary_swap_pump(p);
 		} else {
 			secondary_pump(p);
+			secondary_takeover_pump(p);
 		}
+	}
+}
+
+/* Secondary: no word from the primary for the link timeout -> PSUE. */
+static void
+secondary_tick(struct pair *p, uint64_t now)
+{
+	uint64_t timeout = group_get_config(p->g)->ropts.link_timeout_ms;
+
+	if (timeout && state_flowing(p->pc.state) && now - p->last_contact_ms >= timeout)
+		pair_set_state(p, PAIR_STATE_PSUE, "no contact with the primary for %" PRIu64
+			       " s%s%s", timeout / 1000, p->error[0] ? ": " : "", p->error);
+}
+
+/* Primary: link watch, journal high-water mark, inflow control, journal
+ * full, automatic resync. */
+static void
+primary_health(struct pair *p, uint64_t now)
+{
+	const struct group_repl_options *o = &group_get_config(p->g)->ropts;
+	struct journal_stats js;
+	unsigned hw = o->high_water_pct ? o->high_water_pct : 80, pct;
+	uint64_t blocked;
+
+	if (!p->pc.confirmed || p->create_cb)
+		return;
+	note_local_writes(p);
+	journal_get_stats(group_journal(p->g), &js);
+	pct = js.area_size ? (unsigned)(js.used_bytes * 100 / js.area_size) : 0;
+	if (state_flowing(p->pc.state)) {
+		if (o->link_timeout_ms && now - p->last_contact_ms >= o->link_timeout_ms) {
+			char why[384];
+
+			snprintf(why, sizeof(why), "%s for %" PRIu64 " s%s%.200s",
+				 p->ready ? "no read-journal from the secondary"
+					  : "no link to the secondary",
+				 o->link_timeout_ms / 1000, p->error[0] ? ": " : "", p->error);
+			primary_suspend(p, PAIR_STATE_PSUE, PAIR_CAUSE_LINK, why);
+			return;
+		}
+		/* Full: appends wait for space (or appended records wait for a
+		 * batch that has no room) while the secondary holds the tail. */
+		blocked = group_blocked_since_ms(p->g);
+		if (js.durable_seq + 1 < js.next_seq && js.durable_seq == p->last_durable) {
+			if (!p->stuck_since_ms)
+				p->stuck_since_ms = now;
+			if (!blocked || p->stuck_since_ms < blocked)
+				blocked = p->stuck_since_ms;
+		} else {
+			p->stuck_since_ms = 0;
+		}
+		p->last_durable = js.durable_seq;
+		if (blocked && now - blocked >= 2 * REPL_TICK_MS) {
+			uint64_t rel = 0;
+
+			/* Full because the secondary holds the tail, not the checkpoint. */
+			if (consumer_released(p->g, p->pc.id, &rel) && rel + 1 < js.ckpt_seq) {
+				char why[256];
+
+				snprintf(why, sizeof(why), "the master journal is full: the secondary "
+					 "restored only up to seq %" PRIu64 " of %" PRIu64, rel,
+					 js.next_seq - 1);
+				primary_suspend(p, PAIR_STATE_PFUS, PAIR_CAUSE_FULL, why);
+				return;
+			}
+		}
+		if (o->inflow_control) {
+			if (pct >= hw) {
+				if (!p->held_since_ms) {
+					p->held_since_ms = now;
+					group_hold_writes(p->g, true);
+					log_info("group '%s': journal %u%% full: holding host writes "
+						 "(inflow control, at most %" PRIu64 " s)", group_name(p->g),
+						 pct, o->overflow_watch_ms / 1000);
+				} else if (now - p->held_since_ms >= o->overflow_watch_ms) {
+					char why[256];
+
+					snprintf(why, sizeof(why), "the journal stayed above %u%% for the "
+						 "overflow watch time (%" PRIu64 " s)", hw,
+						 o->overflow_watch_ms / 1000);
+					primary_suspend(p, PAIR_STATE_PFUS, PAIR_CAUSE_FULL, why);
+					return;
+				}
+			} else if (p->held_since_ms) {
+				p->held_since_ms = 0;
+				group_hold_writes(p->g, false);
+			}
+		}
+		if (p->pc.state == PAIR_STATE_PAIR && pct >= hw)
+			pair_set_state(p, PAIR_STATE_PFUL, "the master journal is %u%% full (high-water "
+				       "mark %u%%)", pct, hw);
+		else if (p->pc.state == PAIR_STATE_PFUL && pct + REPL_PFUL_HYSTERESIS_PCT < hw)
+			pair_set_state(p, PAIR_STATE_PAIR, "the master journal is back at %u%%", pct);
+		return;
+	}
+	/* Suspended: resync by itself once the link is back, if the group says so. */
+	if (state_suspended(p->pc.state) && p->ready && !p->pc.fold_to && !p->resync_pending &&
+	    !p->swap_pending && !p->cmd_cb && now >= p->auto_next_ms &&
+	    (((p->pc.cause == PAIR_CAUSE_LINK || p->pc.cause == PAIR_CAUSE_FULL) &&
+	      o->auto_resync_link) ||
+	     (p->pc.cause == PAIR_CAUSE_IO && o->auto_resync_error))) {
+		char err[256];
+
+		p->auto_next_ms = now + p->auto_backoff_ms;
+		p->auto_backoff_ms = MIN(p->auto_backoff_ms * 2, REPL_AUTO_BACKOFF_MAX_MS);
+		if (primary_start_resync(p, false, err, sizeof(err)) < 0)
+			pair_error(p, "automatic resync: %s", err);
+		else
+			log_info("group '%s': automatic resync after %s", group_name(p->g),
+				 p->pc.reason);
 	}
 }
 
@@ -1584,10 +2920,30 @@ repl_tick(struct loop *loop, void *arg)
 	struct pair *next;
 
 	(void)loop;
+	event_hook_reap();
 	for (struct pair *p = r->pairs; p; p = next) {
 		next = p->next;
-		if (p->pc.role != PAIR_ROLE_PRIMARY)
+		if (p->cmd_cb && now >= p->cmd_deadline_ms) {
+			p->swap_pending = false;
+			if (p->resync_pending) {
+				p->resync_pending = false;
+				journal_consumer_remove(group_journal(p->g), p->pc.id);
+			}
+			if (p->cmd_kind == PAIR_CMD_DELETE) {
+				cmd_finish(p, 0, "pair deleted here; site '%s' did not answer: run 'jrbd "
+					   "pair delete' there too", p->pc.peer_site);
+				pair_delete_local(p, "deleted by the operator");
+				continue;
+			}
+			cmd_finish(p, -ETIMEDOUT, "no answer from site '%s' in time", p->pc.peer_site);
+			if (p->pc.role == PAIR_ROLE_PRIMARY)
+				group_set_secondary(p->g, false);
+		}
+		if (p->pc.role != PAIR_ROLE_PRIMARY) {
+			secondary_tick(p, now);
 			continue;
+		}
+		primary_health(p, now);
 		if (p->create_cb && now >= p->create_deadline_ms) {
 			create_finish(p, -ETIMEDOUT, "no answer from the remote daemon");
 			continue;
@@ -1600,6 +2956,9 @@ repl_tick(struct loop *loop, void *arg)
 			if (now - p->last_status_ms >= 1000)
 				send_primary_status(p);
 		}
+		if (p->ready && state_flowing(p->pc.state) && p->pc.state != PAIR_STATE_COPY &&
+		    p->copy_rate)
+			p->copy_rate = 0;
 		if (p->pc.state == PAIR_STATE_COPY && now - p->copy_rate_ms >= 1000) {
 			uint64_t done = copy_done_bytes(p);
 
@@ -1743,14 +3102,15 @@ repl_group_attach(struct repl *r, struct group *g)
 		return 0;
 	}
 	if (pc->role == PAIR_ROLE_PRIMARY)
-		drop_stale_consumers(g, pc->id);
+		/* Suspended and folded: the journal owes the secondary nothing. */
+		drop_stale_consumers(g, state_suspended(pc->state) && !pc->fold_to ? 0 : pc->id);
 	else
-		group_set_secondary(g, true);
+		group_set_secondary(g, pc->state != PAIR_STATE_SSWS);
 	p = pair_new(r, g, pc);
 	if (!p)
 		return -ENOMEM;
 	if (pc->role == PAIR_ROLE_PRIMARY) {
-		group_set_sync(g, pc->mode == PAIR_MODE_SYNC);
+		group_set_sync(g, pc->mode == PAIR_MODE_SYNC && state_flowing(pc->state));
 		if (!r->have_key)
 			pair_error(p, "this daemon has no --secret-file: the pair cannot connect");
 		else
@@ -1802,6 +3162,7 @@ repl_pair_create(struct repl *r, struct group *g, const char *remote, enum pair_
 	while (!pc.id);
 	pc.start_seq = js.next_seq;
 	pc.initial_copy = initial_copy;
+	pc.gen = pc.synced_gen = pc.id;
 	/* The stream starts at the next record: everything before it is in the
 	 * P-VOLs (and the copy reads them) or, without a copy, assumed equal. */
 	ret = journal_consumer_add(j, pc.id);
@@ -1826,6 +3187,166 @@ repl_pair_create(struct repl *r, struct group *g, const char *remote, enum pair_
 	group_set_sync(g, mode == PAIR_MODE_SYNC);
 	primary_dial(p);
 	return 0;
+}
+
+static int
+verdict(struct repl *r, struct group *g, enum pair_cmd cmd, struct pair **ret, char *err,
+	size_t errlen)
+{
+	const struct group_pair_config *pc = &group_get_config(g)->pair;
+	struct pair *p = pair_find(r, g);
+	enum pair_role role = pc->role;
+	enum pair_state state = pc->state;
+	char why[256];
+
+	if (p) {
+		role = p->pc.role;
+		state = p->pc.state;
+	}
+	if (role == PAIR_ROLE_PRIMARY && p && !p->pc.confirmed)
+		role = PAIR_ROLE_NONE;
+	switch (pair_fsm_check(role, state, cmd, why, sizeof(why))) {
+	case PAIR_VERDICT_ACCEPT:
+		break;
+	case PAIR_VERDICT_NOOP:
+		snprintf(err, errlen, "nothing to do: %s", why);
+		return 1;
+	default:
+		snprintf(err, errlen, "%s", why);
+		return -EPERM;
+	}
+	if (!p) {
+		snprintf(err, errlen, "group '%s' has no pair running", group_name(g));
+		return -ENOENT;
+	}
+	if (p->cmd_cb || p->create_cb) {
+		snprintf(err, errlen, "another pair command is still running on group '%s'",
+			 group_name(g));
+		return -EBUSY;
+	}
+	*ret = p;
+	return 0;
+}
+
+int
+repl_pair_suspend(struct repl *r, struct group *g, bool drain, repl_create_cb *cb, void *cb_arg,
+		  char *err, size_t errlen)
+{
+	struct pair *p;
+	struct group_stats st;
+	int ret = verdict(r, g, PAIR_CMD_SUSPEND, &p, err, errlen);
+
+	if (ret)
+		return ret;
+	if (!drain) {
+		primary_suspend(p, PAIR_STATE_PSUS, PAIR_CAUSE_OPERATOR, "suspended by the operator");
+		snprintf(err, errlen, "suspended (PSUS); records the secondary had not restored are "
+			 "folded into the difference bitmaps");
+		return 1;
+	}
+	if (!p->ready) {
+		snprintf(err, errlen, "cannot drain: the secondary is not connected%s%s (suspend "
+			 "without --drain tracks everything in the bitmaps)", p->error[0] ? ": " : "",
+			 p->error);
+		return -ENOTCONN;
+	}
+	group_get_stats(g, &st);
+	/* Writes after this point are tracked; the ones before it drain. */
+	if (group_set_tracking(g, true) < 0) {
+		snprintf(err, errlen, "this daemon keeps no difference bitmaps");
+		return -ENOTSUP;
+	}
+	p->drain_target = MAX(st.last_seq, p->pc.start_seq);
+	cmd_begin(p, PAIR_CMD_SUSPEND, cb, cb_arg);
+	log_info("group '%s': suspend --drain: the secondary restores up to seq %" PRIu64 " first",
+		 group_name(g), p->drain_target);
+	primary_check_state(p);
+	return 0;
+}
+
+int
+repl_pair_resync(struct repl *r, struct group *g, bool swap, bool force, repl_create_cb *cb,
+		 void *cb_arg, char *err, size_t errlen)
+{
+	struct pair *p;
+	int ret = verdict(r, g, swap ? PAIR_CMD_RESYNC_SWAP : PAIR_CMD_RESYNC, &p, err, errlen);
+
+	if (ret)
+		return ret;
+	ret = swap ? secondary_start_swap(p, force, false, err, errlen)
+		   : primary_start_resync(p, force, err, errlen);
+	if (ret < 0)
+		return ret;
+	cmd_begin(p, swap ? PAIR_CMD_RESYNC_SWAP : PAIR_CMD_RESYNC, cb, cb_arg);
+	return 0;
+}
+
+int
+repl_pair_takeover(struct repl *r, struct group *g, repl_create_cb *cb, void *cb_arg, char *err,
+		   size_t errlen)
+{
+	struct pair *p;
+	int ret = verdict(r, g, PAIR_CMD_TAKEOVER, &p, err, errlen);
+
+	if (ret)
+		return ret;
+	if (p->ready && p->have_pstat && p->pc.peer_addr[0]) {
+		/* The primary is there: swap roles instead (drain, no copy). */
+		ret = secondary_start_swap(p, false, true, err, errlen);
+		if (ret < 0)
+			return ret;
+		cmd_begin(p, PAIR_CMD_TAKEOVER, cb, cb_arg);
+		return 0;
+	}
+	if (p->conn) {
+		if (!p->conn->dead)
+			link_fail(p->conn->link, ESHUTDOWN, "takeover at site '%s'", r->site);
+		conn_drop(p->conn);
+	}
+	if (p->cur) {
+		rbatch_free(&p->cur->rb);
+		p->cur = NULL;
+	}
+	reorder_reset(&p->ro, rbatch_free); /* not durable here: never received */
+	p->takeover_pending = true;
+	cmd_begin(p, PAIR_CMD_TAKEOVER, cb, cb_arg);
+	secondary_takeover_pump(p);
+	return 0;
+}
+
+int
+repl_pair_delete(struct repl *r, struct group *g, repl_create_cb *cb, void *cb_arg, char *err,
+		 size_t errlen)
+{
+	struct pair *p;
+	int ret = verdict(r, g, PAIR_CMD_DELETE, &p, err, errlen);
+	struct wire_msg m = {.hdr.type = WIRE_PAIR_CMD};
+
+	if (ret == 1 || (ret < 0 && ret != -ENOENT))
+		return ret;
+	if (ret == -ENOENT) {
+		/* Persisted but not running (e.g. a create that never finished). */
+		struct group_pair_config none = {0};
+
+		r->ops->save(r->arg, g, &none);
+		group_set_pair_config(g, &none);
+		snprintf(err, errlen, "pair configuration removed");
+		return 1;
+	}
+	if (p->ready) {
+		m.u.pair_cmd.cmd = WIRE_CMD_DELETE;
+		m.u.pair_cmd.pair_id = p->pc.id;
+		if (send_msg(p, &m) == 0) {
+			cmd_begin(p, PAIR_CMD_DELETE, cb, cb_arg);
+			p->cmd_deadline_ms = now_ms() + 10000;
+			return 0;
+		}
+	}
+	snprintf(err, errlen, "pair deleted at this site; site '%s' was not reachable: run 'jrbd "
+		 "pair delete %s' there too. Volumes keep their data", p->pc.peer_site,
+		 group_name(g));
+	pair_delete_local(p, "deleted by the operator (the other site was not reachable)");
+	return 1;
 }
 
 void
@@ -1887,11 +3408,13 @@ repl_group_json(struct repl *r, struct group *g, json_t *o)
 	if (pc->role == PAIR_ROLE_PRIMARY && p) {
 		uint64_t done = copy_done_bytes(p);
 
+		uint64_t total = pc->resync ? pc->copy_total : p->copy_total;
+
 		json_object_set_new(
 			pj, "copy",
 			json_pack("{s:I, s:I, s:f, s:I, s:b}", "done_bytes", (json_int_t)done,
-				  "total_bytes", (json_int_t)p->copy_total, "percent",
-				  p->copy_total ? 100.0 * (double)done / (double)p->copy_total : 100.0,
+				  "total_bytes", (json_int_t)total, "percent",
+				  total ? 100.0 * (double)done / (double)total : 100.0,
 				  "rate_bytes_per_s", (json_int_t)p->copy_rate, "journaled",
 				  pc->copy_end_seq != 0 || pc->state == PAIR_STATE_PAIR));
 		json_object_set_new(
@@ -1922,5 +3445,49 @@ repl_group_json(struct repl *r, struct group *g, json_t *o)
 						    (double)p->pstat.copy_total_bytes
 					  : 100.0));
 	}
+	json_object_set_new(pj, "reason", json_string(pc->reason));
+	{
+		char gen[24], sgen[24];
+		uint64_t dirty = 0;
+		json_t *bm = json_array();
+
+		snprintf(gen, sizeof(gen), "%016" PRIx64, pc->gen);
+		snprintf(sgen, sizeof(sgen), "%016" PRIx64, pc->synced_gen);
+		json_object_set_new(pj, "generation", json_string(gen));
+		json_object_set_new(pj, "synced_generation", json_string(sgen));
+		json_object_set_new(pj, "changed_since_sync", json_boolean(pc->gen != pc->synced_gen));
+		for (unsigned i = 0; i < group_nvolumes(g); i++) {
+			struct diffmap *m = group_diffmap(g, i);
+
+			if (!m)
+				continue;
+			dirty += diffmap_dirty_bytes(m);
+			json_array_append_new(
+				bm, json_pack("{s:s, s:I, s:I, s:I}", "volume", group_volume(g, i)->name,
+					      "region_size", (json_int_t)diffmap_region_size(m),
+					      "dirty_regions", (json_int_t)diffmap_count(m),
+					      "dirty_bytes", (json_int_t)diffmap_dirty_bytes(m)));
+		}
+		json_object_set_new(pj, "bitmap", json_pack("{s:I, s:b, s:o}", "dirty_bytes",
+							    (json_int_t)dirty, "tracking",
+							    group_tracking(g), "volumes", bm));
+		if (pc->role == PAIR_ROLE_PRIMARY && p) {
+			json_t *cp = json_object_get(pj, "copy");
+
+			if (cp) {
+				json_object_set_new(cp, "kind", json_string(pc->resync ? "resync"
+										    : "initial"));
+				json_object_set_new(cp, "folding", json_boolean(pc->fold_to != 0));
+			}
+		}
+	}
+	if (p && (p->cmd_cb || p->drain_target || p->takeover_pending || p->swap_pending ||
+		  p->resync_pending))
+		json_object_set_new(pj, "pending",
+				    json_string(p->takeover_pending ? "takeover"
+						: p->swap_pending  ? "swap"
+						: p->resync_pending ? "resync"
+						: p->drain_target  ? "drain"
+								   : pair_cmd_name(p->cmd_kind)));
 	json_object_set_new(o, "pair", pj);
 }

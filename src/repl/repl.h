@@ -26,6 +26,7 @@
 #include <stddef.h>
 
 #include "group/group.h"
+#include "pair/pair_fsm.h"
 
 struct loop;
 struct io_engine;
@@ -50,6 +51,9 @@ struct repl_opts {
 	const char *site;        /* this daemon's name in HELLO and logs */
 	unsigned window;         /* READ_JOURNAL requests in flight (secondary); 0: 4 */
 	int compress_level;      /* zstd level 1..19; 0: default (fast mode, -3); < 0: no compression */
+	const char *on_event;    /* program run on every pair state change, or NULL */
+	const char *advertise;   /* our replication HOST:PORT as the peer should dial it
+				  * (after a swap); NULL: the bound --listen address */
 };
 
 int repl_new(struct loop *loop, struct io_engine *io, const struct repl_opts *opts,
@@ -72,6 +76,22 @@ void repl_group_detach(struct repl *r, struct group *g);
 typedef void repl_create_cb(void *arg, int err, const char *msg);
 int repl_pair_create(struct repl *r, struct group *g, const char *remote, enum pair_mode mode,
                      bool initial_copy, repl_create_cb *cb, void *cb_arg, char *err, size_t errlen);
+
+/*
+ * Lifecycle commands (README "Pair lifecycle" has the table of which runs in
+ * which state). Each returns 0 when cb will run later from the loop (with 0
+ * and a message saying what happened, or -errno and why), 1 when it finished
+ * now (a no-op or a local-only change; err holds the message), or -errno
+ * with the message in err.
+ */
+int repl_pair_suspend(struct repl *r, struct group *g, bool drain, repl_create_cb *cb,
+                      void *cb_arg, char *err, size_t errlen);
+int repl_pair_resync(struct repl *r, struct group *g, bool swap, bool force, repl_create_cb *cb,
+                     void *cb_arg, char *err, size_t errlen);
+int repl_pair_takeover(struct repl *r, struct group *g, repl_create_cb *cb, void *cb_arg,
+                       char *err, size_t errlen);
+int repl_pair_delete(struct repl *r, struct group *g, repl_create_cb *cb, void *cb_arg,
+                     char *err, size_t errlen);
 
 /* Adds the pair's runtime state to a group's display object. */
 void repl_group_json(struct repl *r, struct group *g, json_t *o);

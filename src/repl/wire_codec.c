@@ -11,9 +11,11 @@
  * refuses what it finds (-EPROTO) and encode refuses what it was given
  * (-EINVAL), so we can never send a message the peer would refuse.
  *
- * Strings are fixed-size and NUL-padded. Names (site, group, volumes) must
- * be NUL-padded with zeros only and hold no control characters: they end up
- * in logs and file names. An ERROR's free text is the one string that is
+ * Strings are fixed-size and NUL-padded. Names (site, group, volumes, the
+ * primary's address) must be NUL-padded with zeros only and hold no control
+ * characters: they end up in logs and file names. Free text at the end of a
+ * payload (a PRIMARY_STATUS reason, a PAIR_CMD text) is held to the same
+ * rules, with no NUL at all. An ERROR's free text is the one string that is
  * sanitized instead (control characters become '?'), so a peer's error
  * reason is never lost to a strict check.
  *
@@ -47,11 +49,17 @@
 #define PAIR_CREATE_LEN 96u
 #define VOLUME_LEN (JOURNAL_VOLNAME_LEN + 8u)
 #define PAIR_ATTACH_LEN 88u
-#define PAIR_OK_LEN 16u
+#define PAIR_OK_LEN 40u
 #define READ_JOURNAL_LEN 32u
 #define JOURNAL_DATA_LEN 40u
 #define STATUS_LEN 24u
-#define PRIMARY_STATUS_LEN 40u
+#define PRIMARY_STATUS_MIN_LEN 192u
+#define PAIR_CMD_MIN_LEN 40u
+#define BITMAP_MIN_LEN 24u
+
+/* The PAIR_CMD cmd and flags values we know. */
+#define CMD_FLAGS_KNOWN ((unsigned)(WIRE_CMD_FORCE | WIRE_CMD_DRAIN | WIRE_CMD_REFUSED))
+#define BITMAP_FLAGS_KNOWN ((unsigned)WIRE_BITMAP_LAST)
 
 /* Largest errno an ERROR may carry (the kernel's MAX_ERRNO). */
 #define WIRE_MAX_ERRNO 4095
@@ -63,6 +71,18 @@ _Static_assert(WIRE_MAX_PAYLOAD - JOURNAL_DATA_LEN >= WIRE_MAX_DATA,
                "a JOURNAL_DATA of WIRE_MAX_DATA bytes fits in one frame");
 _Static_assert(PAIR_CREATE_LEN + JOURNAL_MAX_VOLUMES * VOLUME_LEN <= WIRE_MAX_PAYLOAD,
                "PAIR_CREATE with every volume fits in one frame");
+_Static_assert(64 + WIRE_ADDR_LEN == PRIMARY_STATUS_MIN_LEN, "PRIMARY_STATUS layout");
+_Static_assert(PRIMARY_STATUS_MIN_LEN + WIRE_MAX_REASON <= WIRE_MAX_PAYLOAD,
+               "PRIMARY_STATUS with the longest reason fits in one frame");
+_Static_assert(PAIR_CMD_MIN_LEN + WIRE_MAX_REASON <= WIRE_MAX_PAYLOAD,
+               "PAIR_CMD with the longest text fits in one frame");
+_Static_assert(WIRE_BITMAP_MAX_BITS % 8 == 0 && WIRE_BITMAP_MAX_BITS / 8 <= WIRE_MAX_DATA,
+               "a BITMAP chunk's bits are at most WIRE_MAX_DATA bytes");
+_Static_assert(BITMAP_MIN_LEN + WIRE_BITMAP_MAX_BITS / 8 <= WIRE_MAX_PAYLOAD,
+               "a BITMAP of WIRE_BITMAP_MAX_BITS bits fits in one frame");
+_Static_assert(WIRE_STATE_COPY == 1 && WIRE_STATE_SSWS == 7, "pair states are 1..7");
+_Static_assert(WIRE_CMD_RESYNC == 1 && WIRE_CMD_SUSPEND == 4, "pair commands are 1..4");
+_Static_assert((WIRE_CMD_REPLY & WIRE_CMD_SUSPEND) == 0, "the reply bit is not a command's");
 
 static bool
 all_zero(const uint8_t *p, size_t len)
@@ -105,6 +125,25 @@ put_str(uint8_t *dst, const char *s, size_t field_len)
 
 	memcpy(dst, s, n);
 	memset(dst + n, 0, field_len - n);
+}
+
+static void
+put_text(uint8_t *dst, const char *s, size_t max_len)
+{
+	memcpy(dst, s, strnlen(s, max_len));
+}
+
+/* Copies the n bytes of free text at the end of a payload into dst (n + 1
+ * bytes, NUL-terminated); the caller bounded n. A NUL inside would cut the
+ * text short, so it is refused here; the character checks are check_msg()'s. */
+static int
+get_text(char *dst, const uint8_t *src, size_t n)
+{
+	if (memchr(src, 0, n))
+		return -EPROTO;
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+	return 0;
 }
 
 /* Copies a NUL-padded field into dst (field_len + 1 bytes, NUL-terminated).
@@ -155,6 +194,61 @@ journal_data_ok(const struct wire_journal_data *d)
 	return true;
 }
 
+static bool
+pair_state_ok(uint8_t state)
+{
+	return state >= WIRE_STATE_COPY && state <= WIRE_STATE_SSWS;
+}
+
+static bool
+pair_cmd_ok(const struct wire_pair_cmd *c)
+{
+	unsigned code = c->cmd & ~WIRE_CMD_REPLY;
+
+	if (code < WIRE_CMD_RESYNC || code > WIRE_CMD_SUSPEND)
+		return false;
+	if (c->flags & ~CMD_FLAGS_KNOWN)
+		return false;
+	/* Only an answer can say no. */
+	if ((c->flags & WIRE_CMD_REFUSED) && !(c->cmd & WIRE_CMD_REPLY))
+		return false;
+	return str_ok(c->text, WIRE_MAX_REASON, true);
+}
+
+/* Bytes of a BITMAP's bits for nbits (nbits bounded or not: no overflow). */
+static size_t
+bitmap_len(uint32_t nbits)
+{
+	return ((size_t)nbits + 7) / 8;
+}
+
+static bool
+bitmap_ok(const struct wire_bitmap *b)
+{
+	uint64_t end, end_bytes;
+
+	if (b->volume >= JOURNAL_MAX_VOLUMES || (b->flags & ~BITMAP_FLAGS_KNOWN))
+		return false;
+	if (b->region_size < WIRE_BITMAP_MIN_REGION || b->region_size > WIRE_BITMAP_MAX_REGION ||
+	    (b->region_size & (b->region_size - 1)))
+		return false;
+	if (b->nbits > WIRE_BITMAP_MAX_BITS)
+		return false;
+	/* No bits is only the empty end-of-transfer marker. */
+	if (b->nbits == 0)
+		return (b->flags & WIRE_BITMAP_LAST) != 0;
+	if (!b->bits)
+		return false;
+	/* The last byte's bits past nbits are zero. */
+	if ((b->nbits % 8) && (b->bits[b->nbits / 8] >> (b->nbits % 8)))
+		return false;
+	/* The regions covered lie inside a 64-bit byte space. */
+	if (!checked_add_u64(b->first_region, b->nbits, &end) ||
+	    !checked_mul_u64(end, b->region_size, &end_bytes))
+		return false;
+	return true;
+}
+
 /* 0 when msg is a message we send and accept, else -EPROTO. */
 static int
 check_msg(const struct wire_msg *msg)
@@ -198,16 +292,23 @@ check_msg(const struct wire_msg *msg)
 			return -EPROTO;
 		return 0;
 	case WIRE_PAIR_OK:
+		return pair_state_ok(msg->u.pair_ok.state) ? 0 : -EPROTO;
 	case WIRE_READ_JOURNAL:
 	case WIRE_STATUS:
 		return 0;
 	case WIRE_JOURNAL_DATA:
 		return journal_data_ok(&msg->u.journal_data) ? 0 : -EPROTO;
 	case WIRE_PRIMARY_STATUS:
-		if (msg->u.primary_status.state != WIRE_STATE_COPY &&
-		    msg->u.primary_status.state != WIRE_STATE_PAIR)
+		if (!pair_state_ok(msg->u.primary_status.state))
+			return -EPROTO;
+		if (!str_ok(msg->u.primary_status.primary_addr, WIRE_ADDR_LEN, true) ||
+		    !str_ok(msg->u.primary_status.reason, WIRE_MAX_REASON, true))
 			return -EPROTO;
 		return 0;
+	case WIRE_PAIR_CMD:
+		return pair_cmd_ok(&msg->u.pair_cmd) ? 0 : -EPROTO;
+	case WIRE_BITMAP:
+		return bitmap_ok(&msg->u.bitmap) ? 0 : -EPROTO;
 	default:
 		return -EPROTO;
 	}
@@ -355,9 +456,26 @@ decode_journal_data(const uint8_t *p, size_t len, struct wire_journal_data *m)
 }
 
 static int
+decode_pair_ok(const uint8_t *p, size_t len, struct wire_pair_ok *m)
+{
+	if (len != PAIR_OK_LEN)
+		return -EPROTO;
+	m->received_seq = le_get64(p + 0);
+	m->restored_seq = le_get64(p + 8);
+	m->state = p[16];
+	if (!all_zero(p + 17, 7))
+		return -EPROTO;
+	m->gen = le_get64(p + 24);
+	m->synced_gen = le_get64(p + 32);
+	return 0;
+}
+
+static int
 decode_primary_status(const uint8_t *p, size_t len, struct wire_primary_status *m)
 {
-	if (len != PRIMARY_STATUS_LEN)
+	int r;
+
+	if (len < PRIMARY_STATUS_MIN_LEN || len - PRIMARY_STATUS_MIN_LEN > WIRE_MAX_REASON)
 		return -EPROTO;
 	m->state = p[0];
 	if (!all_zero(p + 1, 7))
@@ -366,6 +484,49 @@ decode_primary_status(const uint8_t *p, size_t len, struct wire_primary_status *
 	m->copy_done_bytes = le_get64(p + 16);
 	m->copy_total_bytes = le_get64(p + 24);
 	m->newest_ts_ns = le_get64(p + 32);
+	m->gen = le_get64(p + 40);
+	m->synced_gen = le_get64(p + 48);
+	m->start_seq = le_get64(p + 56);
+	r = get_str(m->primary_addr, p + 64, WIRE_ADDR_LEN);
+	if (r < 0)
+		return r;
+	return get_text(m->reason, p + PRIMARY_STATUS_MIN_LEN, len - PRIMARY_STATUS_MIN_LEN);
+}
+
+static int
+decode_pair_cmd(const uint8_t *p, size_t len, struct wire_pair_cmd *m)
+{
+	if (len < PAIR_CMD_MIN_LEN || len - PAIR_CMD_MIN_LEN > WIRE_MAX_REASON)
+		return -EPROTO;
+	m->cmd = p[0];
+	m->flags = p[1];
+	if (!all_zero(p + 2, 6))
+		return -EPROTO;
+	m->pair_id = le_get64(p + 8);
+	m->seq = le_get64(p + 16);
+	m->gen = le_get64(p + 24);
+	m->synced_gen = le_get64(p + 32);
+	return get_text(m->text, p + PAIR_CMD_MIN_LEN, len - PAIR_CMD_MIN_LEN);
+}
+
+static int
+decode_bitmap(const uint8_t *p, size_t len, struct wire_bitmap *m)
+{
+	if (len < BITMAP_MIN_LEN)
+		return -EPROTO;
+	m->volume = le_get16(p + 0);
+	m->flags = le_get16(p + 2);
+	m->region_size = le_get32(p + 4);
+	m->first_region = le_get64(p + 8);
+	m->nbits = le_get32(p + 16);
+	if (le_get32(p + 20) != 0)
+		return -EPROTO;
+	/* The count before the size it implies. */
+	if (m->nbits > WIRE_BITMAP_MAX_BITS)
+		return -EPROTO;
+	if (len - BITMAP_MIN_LEN != bitmap_len(m->nbits))
+		return -EPROTO;
+	m->bits = p + BITMAP_MIN_LEN;
 	return 0;
 }
 
@@ -387,11 +548,7 @@ decode_payload(const uint8_t *p, size_t len, struct wire_msg *m)
 	case WIRE_PAIR_ATTACH:
 		return decode_pair_attach(p, len, &m->u.pair_attach);
 	case WIRE_PAIR_OK:
-		if (len != PAIR_OK_LEN)
-			return -EPROTO;
-		m->u.pair_ok.received_seq = le_get64(p + 0);
-		m->u.pair_ok.restored_seq = le_get64(p + 8);
-		return 0;
+		return decode_pair_ok(p, len, &m->u.pair_ok);
 	case WIRE_READ_JOURNAL:
 		return decode_read_journal(p, len, &m->u.read_journal);
 	case WIRE_JOURNAL_DATA:
@@ -405,6 +562,10 @@ decode_payload(const uint8_t *p, size_t len, struct wire_msg *m)
 		return 0;
 	case WIRE_PRIMARY_STATUS:
 		return decode_primary_status(p, len, &m->u.primary_status);
+	case WIRE_PAIR_CMD:
+		return decode_pair_cmd(p, len, &m->u.pair_cmd);
+	case WIRE_BITMAP:
+		return decode_bitmap(p, len, &m->u.bitmap);
 	default:
 		return -EPROTO;
 	}
@@ -463,7 +624,12 @@ payload_size(const struct wire_msg *msg)
 	case WIRE_STATUS:
 		return STATUS_LEN;
 	case WIRE_PRIMARY_STATUS:
-		return PRIMARY_STATUS_LEN;
+		return PRIMARY_STATUS_MIN_LEN +
+		       strnlen(msg->u.primary_status.reason, WIRE_MAX_REASON);
+	case WIRE_PAIR_CMD:
+		return PAIR_CMD_MIN_LEN + strnlen(msg->u.pair_cmd.text, WIRE_MAX_REASON);
+	case WIRE_BITMAP:
+		return BITMAP_MIN_LEN + bitmap_len(msg->u.bitmap.nbits);
 	default:
 		return 0;
 	}
@@ -481,6 +647,9 @@ encode_payload(const struct wire_msg *msg, uint8_t *p)
 {
 	const struct wire_pair_create *pc = &msg->u.pair_create;
 	const struct wire_journal_data *jd = &msg->u.journal_data;
+	const struct wire_primary_status *ps = &msg->u.primary_status;
+	const struct wire_pair_cmd *pcmd = &msg->u.pair_cmd;
+	const struct wire_bitmap *bm = &msg->u.bitmap;
 	size_t n;
 
 	switch (msg->hdr.type) {
@@ -522,6 +691,9 @@ encode_payload(const struct wire_msg *msg, uint8_t *p)
 	case WIRE_PAIR_OK:
 		le_put64(p + 0, msg->u.pair_ok.received_seq);
 		le_put64(p + 8, msg->u.pair_ok.restored_seq);
+		p[16] = msg->u.pair_ok.state;
+		le_put64(p + 24, msg->u.pair_ok.gen);
+		le_put64(p + 32, msg->u.pair_ok.synced_gen);
 		break;
 	case WIRE_READ_JOURNAL:
 		le_put64(p + 0, msg->u.read_journal.req_id);
@@ -545,11 +717,34 @@ encode_payload(const struct wire_msg *msg, uint8_t *p)
 		le_put64(p + 16, msg->u.status.restored_ts_ns);
 		break;
 	case WIRE_PRIMARY_STATUS:
-		p[0] = msg->u.primary_status.state;
-		le_put64(p + 8, msg->u.primary_status.written_seq);
-		le_put64(p + 16, msg->u.primary_status.copy_done_bytes);
-		le_put64(p + 24, msg->u.primary_status.copy_total_bytes);
-		le_put64(p + 32, msg->u.primary_status.newest_ts_ns);
+		p[0] = ps->state;
+		le_put64(p + 8, ps->written_seq);
+		le_put64(p + 16, ps->copy_done_bytes);
+		le_put64(p + 24, ps->copy_total_bytes);
+		le_put64(p + 32, ps->newest_ts_ns);
+		le_put64(p + 40, ps->gen);
+		le_put64(p + 48, ps->synced_gen);
+		le_put64(p + 56, ps->start_seq);
+		put_str(p + 64, ps->primary_addr, WIRE_ADDR_LEN);
+		put_text(p + PRIMARY_STATUS_MIN_LEN, ps->reason, WIRE_MAX_REASON);
+		break;
+	case WIRE_PAIR_CMD:
+		p[0] = pcmd->cmd;
+		p[1] = pcmd->flags;
+		le_put64(p + 8, pcmd->pair_id);
+		le_put64(p + 16, pcmd->seq);
+		le_put64(p + 24, pcmd->gen);
+		le_put64(p + 32, pcmd->synced_gen);
+		put_text(p + PAIR_CMD_MIN_LEN, pcmd->text, WIRE_MAX_REASON);
+		break;
+	case WIRE_BITMAP:
+		le_put16(p + 0, bm->volume);
+		le_put16(p + 2, bm->flags);
+		le_put32(p + 4, bm->region_size);
+		le_put64(p + 8, bm->first_region);
+		le_put32(p + 16, bm->nbits);
+		if (bm->nbits)
+			memcpy(p + BITMAP_MIN_LEN, bm->bits, bitmap_len(bm->nbits));
 		break;
 	default:
 		break;
@@ -573,8 +768,14 @@ wire_encode(const struct wire_msg *msg, void *out, size_t cap)
 	if (cap < WIRE_HDR_SIZE + plen)
 		return -ENOSPC;
 	/* Zero the header and the fixed part of the payload (reserved bytes,
-	 * string padding); JOURNAL_DATA's data is copied over whole. */
-	fixed = msg->hdr.type == WIRE_JOURNAL_DATA ? JOURNAL_DATA_LEN : plen;
+	 * string padding); JOURNAL_DATA's data and BITMAP's bits are copied
+	 * over whole. */
+	if (msg->hdr.type == WIRE_JOURNAL_DATA)
+		fixed = JOURNAL_DATA_LEN;
+	else if (msg->hdr.type == WIRE_BITMAP)
+		fixed = BITMAP_MIN_LEN;
+	else
+		fixed = plen;
 	memset(p, 0, WIRE_HDR_SIZE + fixed);
 	encode_payload(msg, p + WIRE_HDR_SIZE);
 	le_put32(p + HDR_MAGIC, WIRE_MAGIC);
@@ -647,6 +848,10 @@ wire_type_name(uint16_t type)
 		return "STATUS";
 	case WIRE_PRIMARY_STATUS:
 		return "PRIMARY_STATUS";
+	case WIRE_PAIR_CMD:
+		return "PAIR_CMD";
+	case WIRE_BITMAP:
+		return "BITMAP";
 	default:
 		return "unknown";
 	}

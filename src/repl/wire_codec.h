@@ -26,10 +26,12 @@ ssize_t wire_frame_peek(const void *buf, size_t len, struct wire_hdr *ret);
  * msg: checks the payload checksum (-EBADMSG), the type (-EPROTO for an
  * unknown one) and the payload's size and fields for that type (-EPROTO:
  * wrong length, nvolumes > JOURNAL_MAX_VOLUMES, unterminated garbage in
- * names, unknown enum values, raw_len > WIRE_MAX_DATA, nrecords == 0 with
- * data, first_seq/last_seq inconsistent with nrecords, ...). Pointers in msg
- * (journal_data.data) point into buf. Names (site, group, volumes) must be
- * zero-padded and free of control characters; an ERROR's text is sanitized
+ * names, unknown enum values or flags, raw_len > WIRE_MAX_DATA, nrecords == 0
+ * with data, first_seq/last_seq inconsistent with nrecords, a BITMAP's bits
+ * not matching nbits, ...). Pointers in msg (journal_data.data, bitmap.bits)
+ * point into buf. Names (site, group, volumes, primary_addr) must be
+ * zero-padded and free of control characters, and so must free text
+ * (reason, PAIR_CMD text: no NUL either); an ERROR's text is sanitized
  * instead (control characters become '?'). msg is untouched on failure.
  */
 int wire_decode(const void *buf, size_t len, struct wire_msg *msg);
@@ -39,7 +41,8 @@ int wire_decode(const void *buf, size_t len, struct wire_msg *msg);
  * payload_csum are computed here) into out. Returns the frame size, or
  * -ENOSPC when cap is too small, -EINVAL for a message that wire_decode
  * would refuse. For JOURNAL_DATA the data bytes are copied from
- * journal_data.data (data_len bytes). hdr.flags is ignored (always sent as 0).
+ * journal_data.data (data_len bytes), for BITMAP the bits from bitmap.bits
+ * ((nbits + 7) / 8 bytes). hdr.flags is ignored (always sent as 0).
  */
 ssize_t wire_encode(const struct wire_msg *msg, void *out, size_t cap);
 

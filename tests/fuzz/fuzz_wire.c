@@ -15,7 +15,9 @@
  * Invariants checked: errors are only -EPROTO/-EBADMSG; a decoded frame
  * re-encodes to the same size and, except for an ERROR's sanitized text,
  * the same bytes; decoding what we encode gives the message back; records
- * walked lie inside the data with consecutive seqs.
+ * walked lie inside the data with consecutive seqs; decoded texts fill the
+ * rest of their payload; a BITMAP's bits lie inside the frame and match
+ * nbits.
  */
 #include <endian.h>
 #include <errno.h>
@@ -156,6 +158,31 @@ check_decoded(const struct wire_msg *m, const uint8_t *frame, size_t len)
 		FUZZ_CHECK(m->u.pair_create.nvolumes <= JOURNAL_MAX_VOLUMES);
 		for (unsigned i = 0; i < m->u.pair_create.nvolumes; i++)
 			FUZZ_CHECK(strlen(m->u.pair_create.volumes[i].name) > 0);
+		break;
+	case WIRE_PAIR_OK:
+		FUZZ_CHECK(m->u.pair_ok.state >= WIRE_STATE_COPY &&
+		           m->u.pair_ok.state <= WIRE_STATE_SSWS);
+		break;
+	case WIRE_PRIMARY_STATUS:
+		FUZZ_CHECK(m->u.primary_status.state >= WIRE_STATE_COPY &&
+		           m->u.primary_status.state <= WIRE_STATE_SSWS);
+		FUZZ_CHECK(strlen(m->u.primary_status.primary_addr) <= WIRE_ADDR_LEN);
+		FUZZ_CHECK(strlen(m->u.primary_status.reason) == len - WIRE_HDR_SIZE - 192);
+		break;
+	case WIRE_PAIR_CMD:
+		FUZZ_CHECK((m->u.pair_cmd.cmd & ~WIRE_CMD_REPLY) >= WIRE_CMD_RESYNC &&
+		           (m->u.pair_cmd.cmd & ~WIRE_CMD_REPLY) <= WIRE_CMD_SUSPEND);
+		if (m->u.pair_cmd.flags & WIRE_CMD_REFUSED)
+			FUZZ_CHECK(m->u.pair_cmd.cmd & WIRE_CMD_REPLY);
+		FUZZ_CHECK(strlen(m->u.pair_cmd.text) == len - WIRE_HDR_SIZE - 40);
+		break;
+	case WIRE_BITMAP:
+		FUZZ_CHECK(m->u.bitmap.bits == frame + WIRE_HDR_SIZE + 24);
+		FUZZ_CHECK(m->u.bitmap.nbits <= WIRE_BITMAP_MAX_BITS);
+		FUZZ_CHECK(len == WIRE_HDR_SIZE + 24 + ((size_t)m->u.bitmap.nbits + 7) / 8);
+		FUZZ_CHECK(m->u.bitmap.volume < JOURNAL_MAX_VOLUMES);
+		FUZZ_CHECK(m->u.bitmap.nbits > 0 || (m->u.bitmap.flags & WIRE_BITMAP_LAST));
+		FUZZ_CHECK((m->u.bitmap.region_size & (m->u.bitmap.region_size - 1)) == 0);
 		break;
 	case WIRE_JOURNAL_DATA:
 		FUZZ_CHECK(m->u.journal_data.data == frame + WIRE_HDR_SIZE + 40);
