@@ -3260,7 +3260,7 @@ repl_pair_suspend(struct repl *r, struct group *g, bool drain, repl_create_cb *c
 	cmd_begin(p, PAIR_CMD_SUSPEND, cb, cb_arg);
 	log_info("group '%s': suspend --drain: the secondary restores up to seq %" PRIu64 " first",
 		 group_name(g), p->drain_target);
-	primary_check_state(p);
+	loop_wakeup(r->loop); /* cb never runs inside this call */
 	return 0;
 }
 
@@ -3310,7 +3310,7 @@ repl_pair_takeover(struct repl *r, struct group *g, repl_create_cb *cb, void *cb
 	reorder_reset(&p->ro, rbatch_free); /* not durable here: never received */
 	p->takeover_pending = true;
 	cmd_begin(p, PAIR_CMD_TAKEOVER, cb, cb_arg);
-	secondary_takeover_pump(p);
+	loop_wakeup(r->loop); /* cb never runs inside this call */
 	return 0;
 }
 

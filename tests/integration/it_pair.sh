@@ -259,4 +259,77 @@ cmp_vols g1 data log
 write_at "$B" data 0 4096 11
 grep -q "^b g1 .* SMPL" "$T/events" || { cat "$T/events" >&2; fail "no SMPL event at b"; }
 ok "10. $(wc -l <"$T/events") events seen by the hooks; delete: both SMPL, data kept, b writable"
+
+# --- 11. kill -9 during COPY, during resync and during takeover ------------
+GROUP_ARGS=(--link-timeout 600)
+create_group "$A" g3 d3:96M
+create_group "$B" g3 d3:96M
+timeout 60 fio --name=prefill3 --ioengine=nbd --uri="$(uri "$A" d3)" --rw=write --bs=1M \
+	--iodepth=8 --size=96M --refill_buffers --output="$T/fio-prefill3.txt" || fail "fio prefill g3"
+"$JRBD" pair create g3 --dir "$A" --remote "$B_ADDR" >/dev/null
+crash "$BPID"
+copy_state=$(pj "$A" g3 'p["state"]')
+crash "$APID"
+start_b
+start_a_l
+wait_drain g3 90
+cmp_vols g3 d3
+ok "11. kill -9 of the secondary and then the primary during the initial copy (state was $copy_state): resumed, cmp equal"
+
+"$JRBD" pair suspend g3 --dir "$A" >/dev/null
+timeout 60 fio --name=dirty3 --ioengine=nbd --uri="$(uri "$A" d3)" --rw=randwrite --bs=64k \
+	--iodepth=8 --size=96M --number_ios=600 --refill_buffers --output="$T/fio-dirty3.txt" ||
+	fail "fio dirty g3"
+"$JRBD" pair resync g3 --dir "$A" >/dev/null
+crash "$APID"
+start_a_l
+st=$(pj "$A" g3 'p["state"]')
+[ "$st" = COPY ] || [ "$st" = PAIR ] || fail "after kill -9 during resync the primary is $st"
+wait_drain g3 90
+cmp_vols g3 d3
+"$JRBD" pair suspend g3 --dir "$A" >/dev/null
+timeout 60 fio --name=dirty3b --ioengine=nbd --uri="$(uri "$A" d3)" --rw=randwrite --bs=64k \
+	--iodepth=8 --size=96M --number_ios=600 --refill_buffers --output="$T/fio-dirty3b.txt" ||
+	fail "fio dirty g3 (2)"
+"$JRBD" pair resync g3 --dir "$A" >/dev/null
+crash "$BPID"
+start_b
+wait_drain g3 90
+cmp_vols g3 d3
+ok "11. kill -9 of the primary (came back $st) and of the secondary during resync: resumed, cmp equal"
+
+write_at "$A" d3 0 65536 77
+wait_drain g3 30
+crash "$APID"
+"$JRBD" pair takeover g3 --dir "$B" >/dev/null 2>&1 &
+TK_PID=$!
+PIDS+=("$TK_PID")
+sleep 0.05
+crash "$BPID"
+wait "$TK_PID" 2>/dev/null || true
+forget "$TK_PID"
+start_b
+st=$(pj "$B" g3 'p["state"]')
+if [ "$st" != SSWS ]; then
+	rc=0
+	"$JRBD" pair takeover g3 --dir "$B" >/dev/null || rc=$?
+	[ $rc -eq 10 ] || fail "takeover after a crash mid-takeover exited $rc"
+fi
+check "$B" g3 38
+write_at "$B" d3 $((8 << 20)) 65536 78
+start_a_l
+for _ in $(seq 1 100); do [ "$(pj "$B" g3 'p["connected"]')" = True ] && break; sleep 0.1; done
+"$JRBD" pair resync g3 --dir "$B" --swap >/dev/null
+for _ in $(seq 1 600); do
+	[ "$(pj "$B" g3 'p["role"] + p["state"]')" = primaryPAIR ] && break
+	sleep 0.1
+done
+[ "$(pj "$B" g3 'p["role"] + p["state"]')" = primaryPAIR ] || { show "$B" g3; fail "g3 swap did not reach PAIR"; }
+w=$(pj "$B" g3 'p["seq"]["written"]')
+for _ in $(seq 1 300); do
+	[ "$(pj "$B" g3 'p["seq"]["restored"] >= '"$w")" = True ] && break
+	sleep 0.1
+done
+cmp_vols g3 d3
+ok "11. kill -9 of the secondary during takeover (came back $st): takeover finished, writes there, resync --swap, cmp equal"
 echo "it_pair: all passed in ${SECONDS}s"
