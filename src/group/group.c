@@ -116,7 +116,9 @@ struct group {
 	 * record itself (durable before the host's ack) remembers it. */
 	struct diffmap *maps[JOURNAL_MAX_VOLUMES];
 	bool tracking;
-	bool hold_writes;          /* inflow control: host writes wait in append_q */
+	bool hold_writes;          /* host writes wait in append_q */
+	uint64_t inflow_limit;     /* ...also while the journal holds this many bytes (0: off) */
+	uint64_t held_since_ms;    /* inflow control holding writes since (0: not) */
 	uint64_t first_tracked_seq; /* first record marked since tracking began (0: none) */
 	uint64_t blocked_since_ms; /* append queue waiting for journal space since (0: not) */
 };
@@ -659,6 +661,27 @@ track_write(struct group *g, unsigned vol, uint64_t offset, uint64_t len, uint64
 		g->first_tracked_seq = seq;
 }
 
+/* Inflow control: host writes wait while the journal is above the limit
+ * (the journal's space callback wakes the loop when it drops). */
+static bool
+inflow_holds(struct group *g)
+{
+	struct journal_stats js;
+
+	if (g->hold_writes)
+		return true;
+	if (!g->inflow_limit)
+		return false;
+	journal_get_stats(g->j, &js);
+	if (js.used_bytes < g->inflow_limit) {
+		g->held_since_ms = 0;
+		return false;
+	}
+	if (!g->held_since_ms)
+		g->held_since_ms = util_mono_ns() / 1000000u;
+	return true;
+}
+
 static void
 process_append_q(struct group *g)
 {
@@ -696,7 +719,7 @@ process_append_q(struct group *g)
 			base_start(g, io);
 			continue;
 		}
-		if (g->hold_writes && !barrier && is_write_op(io->op))
+		if (!barrier && is_write_op(io->op) && inflow_holds(g))
 			break; /* inflow control: the journal is above its high-water mark */
 		r = append_records(g, io);
 		if (r == -EAGAIN) {
@@ -1463,6 +1486,23 @@ group_mark_undurable(struct group *g)
 	io = g->append_q.head;
 	if (io && io->first_seq && is_write_op(io->op) && g->maps[io->vol->id])
 		diffmap_mark(g->maps[io->vol->id], io->offset, io->len);
+}
+
+void
+group_set_inflow_limit(struct group *g, uint64_t bytes)
+{
+	if (g->inflow_limit == bytes)
+		return;
+	g->inflow_limit = bytes;
+	if (!bytes)
+		g->held_since_ms = 0;
+	loop_wakeup(g->loop);
+}
+
+uint64_t
+group_held_since_ms(const struct group *g)
+{
+	return g->held_since_ms;
 }
 
 uint64_t

@@ -298,6 +298,10 @@ int group_sync_bitmaps(struct group *g);
 void group_mark_undurable(struct group *g);
 /* Inflow control: host writes wait before the journal while on. */
 void group_hold_writes(struct group *g, bool on);
+/* Inflow control: host writes wait before the journal while it holds at
+ * least bytes (0: off); since when they wait (monotonic ms, 0: they don't). */
+void group_set_inflow_limit(struct group *g, uint64_t bytes);
+uint64_t group_held_since_ms(const struct group *g);
 /* Since when (monotonic ms) the next write waits for journal space; 0: it doesn't. */
 uint64_t group_blocked_since_ms(const struct group *g);
 /* The pair configuration the group keeps (its redo and tracking follow it). */

@@ -1555,7 +1555,7 @@ primary_suspend(struct pair *p, enum pair_state st, enum pair_cause cause, const
 	p->drain_target = 0;
 	p->held_since_ms = 0;
 	p->resync_pending = false;
-	group_hold_writes(p->g, false);
+	group_set_inflow_limit(p->g, 0);
 	group_set_sync(p->g, false); /* errors suspend, they never block hosts */
 	/* Records not yet durable may never be (a full journal waits for the
 	 * very space this suspend frees): they are marked from memory, and only
@@ -2124,7 +2124,7 @@ pair_delete_local(struct pair *p, const char *why)
 	if (p->pc.role == PAIR_ROLE_PRIMARY) {
 		journal_consumer_remove(group_journal(g), p->pc.id);
 		group_set_sync(g, false);
-		group_hold_writes(g, false);
+		group_set_inflow_limit(g, 0);
 	} else {
 		group_set_secondary(g, false);
 	}
@@ -2866,25 +2866,26 @@ primary_health(struct pair *p, uint64_t now)
 			}
 		}
 		if (o->inflow_control) {
-			if (pct >= hw) {
-				if (!p->held_since_ms) {
-					p->held_since_ms = now;
-					group_hold_writes(p->g, true);
-					log_info("group '%s': journal %u%% full: holding host writes "
-						 "(inflow control, at most %" PRIu64 " s)", group_name(p->g),
-						 pct, o->overflow_watch_ms / 1000);
-				} else if (now - p->held_since_ms >= o->overflow_watch_ms) {
-					char why[256];
+			uint64_t held;
 
-					snprintf(why, sizeof(why), "the journal stayed above %u%% for the "
-						 "overflow watch time (%" PRIu64 " s)", hw,
-						 o->overflow_watch_ms / 1000);
-					primary_suspend(p, PAIR_STATE_PFUS, PAIR_CAUSE_FULL, why);
-					return;
-				}
-			} else if (p->held_since_ms) {
+			group_set_inflow_limit(p->g, js.area_size / 100 * hw);
+			held = group_held_since_ms(p->g);
+			if (held && !p->held_since_ms) {
+				p->held_since_ms = held;
+				log_info("group '%s': journal %u%% full: holding host writes (inflow "
+					 "control, at most %" PRIu64 " s)", group_name(p->g), pct,
+					 o->overflow_watch_ms / 1000);
+			} else if (!held) {
 				p->held_since_ms = 0;
-				group_hold_writes(p->g, false);
+			}
+			if (held && now - held >= o->overflow_watch_ms) {
+				char why[256];
+
+				snprintf(why, sizeof(why), "the journal stayed above %u%% for the "
+					 "overflow watch time (%" PRIu64 " s)", hw,
+					 o->overflow_watch_ms / 1000);
+				primary_suspend(p, PAIR_STATE_PFUS, PAIR_CAUSE_FULL, why);
+				return;
 			}
 		}
 		if (p->pc.state == PAIR_STATE_PAIR && pct >= hw)

@@ -187,6 +187,25 @@ wait_drain g2 60
 cmp_vols g2 vol
 ok "6. 48M written into a 16M journal with the secondary down: PFUS, not blocked; manual resync, cmp equal"
 
+# --- 6b. inflow control: writes held above the mark, then PFUS -----------
+GROUP_ARGS=(--link-timeout 600 --no-auto-resync --inflow-control --high-water 50 --overflow-watch 2)
+JOURNAL_SIZE=16M create_group "$A" g4 v4:64M
+JOURNAL_SIZE=16M create_group "$B" g4 v4:64M
+"$JRBD" pair create g4 --dir "$A" --remote "$B_ADDR" >/dev/null
+wait_drain g4 60
+crash "$BPID"
+timeout 60 fio --name=inflow --ioengine=nbd --uri="$(uri "$A" v4)" --rw=write --bs=256k \
+	--iodepth=4 --size=40M --output="$T/fio-inflow.txt" || fail "writes blocked under inflow control"
+wait_state "$A" g4 PFUS 10
+grep -q "holding host writes (inflow control" "$A.log" || fail "inflow control never held writes"
+grep -q "overflow watch time" <<<"$(pj "$A" g4 'p["reason"]')" || fail "PFUS reason: $(pj "$A" g4 'p["reason"]')"
+start_b
+for _ in $(seq 1 100); do [ "$(pj "$A" g4 'p["connected"]')" = True ] && break; sleep 0.1; done
+"$JRBD" pair resync g4 --dir "$A" >/dev/null
+wait_drain g4 60
+cmp_vols g4 v4
+ok "6b. inflow control: writes held above 50%, PFUS after the 2 s overflow watch, then not blocked; resync, cmp equal"
+
 # --- 7. takeover without the primary: SSWS ---------------------------------
 write_at "$A" data 0 4096 1
 wait_drain g1 30
