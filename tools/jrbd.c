@@ -858,7 +858,7 @@ cmd_pair_check(int argc, char **argv)
 	}
 	reply = call(json_pack("{s:s, s:s}", "cmd", "display", "name", argv[optind]), &code);
 	if (!reply)
-		return 1;
+		return code == EXIT_NO_DAEMON ? code : 1;
 	g = json_array_get(json_object_get(reply, "groups"), 0);
 	p = json_object_get(g, "pair");
 	if (p) {
@@ -874,6 +874,23 @@ cmd_pair_check(int argc, char **argv)
 	printf("%s %s %s\n", argv[optind], p ? role : "simplex", p ? state : "SMPL");
 	json_decref(reply);
 	return code;
+}
+
+/* The command table the daemon enforces, as the README shows it. */
+static int
+cmd_pair_states(int argc, char **argv)
+{
+	char *md = pair_fsm_table_markdown();
+
+	(void)argc;
+	(void)argv;
+	if (!md) {
+		fprintf(stderr, "jrbd: out of memory\n");
+		return 1;
+	}
+	fputs(md, stdout);
+	free(md);
+	return 0;
 }
 
 static int
@@ -917,6 +934,8 @@ static const struct command commands[] = {
 	 "writable (SSWS); exit 10 takeover, 11 swap, 0 nothing to do"},
 	{"pair delete", cmd_pair_delete, "pair delete GROUP",
 	 "dissolve the pair at both sites (SMPL); volumes keep their data"},
+	{"pair states", cmd_pair_states, "pair states",
+	 "which pair command runs in which role and state (the table the daemon enforces)"},
 	{"pair check", cmd_pair_check, "pair check GROUP",
 	 "exit code = role and state: 10 SMPL, 2x primary, 3x secondary (README)"},
 	{"pair verify", cmd_not_yet, "pair verify GROUP", "(not yet)"},

@@ -85,7 +85,16 @@ PY
 }
 
 # --- 1. paired ----------------------------------------------------------
+"$JRBD" pair states >"$T/states"
+"$PY" - "$T/states" "$(dirname "$0")/../../README.md" <<'PY' || fail "README's state table differs from 'jrbd pair states'"
+import sys
+table = open(sys.argv[1]).read()
+assert table.count("\n") >= 15, table
+sys.exit(0 if table in open(sys.argv[2]).read() else 1)
+PY
 check "$A" g1 10
+expect_fail 1 "$JRBD" pair check nosuch --dir "$A"
+
 "$JRBD" pair create g1 --dir "$A" --remote "$B_ADDR" >/dev/null
 wait_drain g1 60
 cmp_vols g1 data log
