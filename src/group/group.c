@@ -1387,6 +1387,10 @@ group_close(struct group *g)
 		if (g->hook.registered)
 			loop_del_hook(g->loop, &g->hook);
 	}
+	/* Held writes (inflow control) must reach the journal for the drain
+	 * below to end. */
+	g->hold_writes = false;
+	g->inflow_limit = 0;
 	/* Writes waiting for a secondary that is going away fail rather than claim
 	 * a copy that may not exist. */
 	while ((io_held = list_pop(&g->sync_hold))) {
