@@ -60,6 +60,8 @@
 #define REPL_AUTO_BACKOFF_MIN_MS 1000u
 #define REPL_AUTO_BACKOFF_MAX_MS 60000u
 #define REPL_PFUL_HYSTERESIS_PCT 5u
+/* A slow disk also stalls durability for a while: "full" needs the space gone too. */
+#define REPL_FULL_PCT 90u
 /* zstd's fast mode: compression runs on the loop thread, and at level 1 a
  * 4 MiB batch costs ~10 ms there; -3 is several times faster and still
  * halves data that compresses 2:1. */
@@ -1242,7 +1244,13 @@ create_finish(struct pair *p, int err, const char *msg)
 		return;
 	p->create_cb = NULL;
 	if (err) {
+		struct group_pair_config none = {0};
+
 		journal_consumer_remove(group_journal(p->g), p->pc.id);
+		/* Nothing of the attempt stays, on disk or in the group. */
+		if (memcmp(&p->saved, &none, sizeof(none)))
+			p->r->ops->save(p->r->arg, p->g, &none);
+		group_set_pair_config(p->g, &none);
 		log_warn("group '%s': pair create with %s failed: %s", group_name(p->g),
 			 p->pc.remote, msg);
 		cb(p->create_arg, err, msg);
@@ -1730,9 +1738,10 @@ primary_on_resync_reply(struct pair *p, const struct wire_pair_cmd *m)
 	p->copy_failed = false;
 	p->copy_max_seq = p->resync_start - 1;
 	p->copy_rate = p->copy_rate_ms = p->copy_rate_done = 0;
+	/* Requests already queued are served from the new stream: the
+	 * secondary still counts them as in flight. */
 	p->cursor = p->resync_start;
 	p->remote_received = p->remote_restored = p->resync_start - 1;
-	p->nreqs = 0;
 	p->error[0] = 0;
 	group_set_sync(p->g, p->pc.mode == PAIR_MODE_SYNC);
 	pair_set_state(p, PAIR_STATE_COPY, "resync: %" PRIu64 " bytes of changed regions to copy",
@@ -1849,8 +1858,9 @@ secondary_on_resync(struct pair *p, const struct wire_pair_cmd *m)
 	p->pc.gen = p->pc.synced_gen = m->gen;
 	p->pc.bitmap_clear_pending = true;
 	p->pc.cause = PAIR_CAUSE_NONE;
+	/* out_ids stay: the primary answers requests sent before the resync
+	 * (empty, or from the new stream). */
 	p->sent_received = p->sent_restored = 0;
-	p->nout = 0;
 	pair_set_state(p, PAIR_STATE_COPY, "resync from the primary, stream from seq %" PRIu64,
 		       m->seq);
 	reply_cmd(p, m, false, "ok");
@@ -2842,7 +2852,8 @@ primary_health(struct pair *p, uint64_t now)
 		/* Full: appends wait for space (or appended records wait for a
 		 * batch that has no room) while the secondary holds the tail. */
 		blocked = group_blocked_since_ms(p->g);
-		if (js.durable_seq + 1 < js.next_seq && js.durable_seq == p->last_durable) {
+		if (js.durable_seq + 1 < js.next_seq && js.durable_seq == p->last_durable &&
+		    pct >= REPL_FULL_PCT) {
 			if (!p->stuck_since_ms)
 				p->stuck_since_ms = now;
 			if (!blocked || p->stuck_since_ms < blocked)
@@ -2968,7 +2979,8 @@ repl_tick(struct loop *loop, void *arg)
 					       (now - p->copy_rate_ms);
 			p->copy_rate_done = done;
 			p->copy_rate_ms = now;
-			pair_save(p); /* copy progress */
+			if (p->pc.confirmed && !p->create_cb)
+				pair_save(p); /* copy progress */
 		}
 	}
 	loop_wakeup(r->loop);
@@ -3407,9 +3419,9 @@ repl_group_json(struct repl *r, struct group *g, json_t *o)
 			    json_pack("{s:I, s:f}", "records", (json_int_t)(written - restored),
 				      "seconds", lag_s));
 	if (pc->role == PAIR_ROLE_PRIMARY && p) {
-		uint64_t done = copy_done_bytes(p);
-
 		uint64_t total = pc->resync ? pc->copy_total : p->copy_total;
+		/* Not copying: whatever copy there was is complete. */
+		uint64_t done = pc->state == PAIR_STATE_COPY ? copy_done_bytes(p) : total;
 
 		json_object_set_new(
 			pj, "copy",
