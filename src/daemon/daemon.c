@@ -272,6 +272,7 @@ repl_reformat(void *arg, struct group *g, uint64_t start_seq, struct group **ret
 	fo.volumes = names;
 	fo.role = JOURNAL_ROLE_RESTORE;
 	fo.first_seq = start_seq;
+	fo.reuse_area = true;
 	r = journal_format(dg->cfg.journal_path, &fo);
 	if (r < 0) {
 		snprintf(dg->error, sizeof(dg->error), "cannot format restore journal '%s': %s",

@@ -83,7 +83,7 @@ struct volume {
 #define GROUP_MAX_REQUEST (32u << 20)
 /* BASE requests in flight at once, and reads of a chunk before it holds the
  * append queue to get a clean one. */
-#define GROUP_MAX_BASE_WATCH 16u
+#define GROUP_MAX_BASE_WATCH 32u
 #define GROUP_BASE_TRIES 4u
 
 struct group_io;

@@ -140,6 +140,11 @@ struct journal_format_opts {
 	 * primary's seq where the pair began, so both journals number records
 	 * alike. */
 	uint64_t first_seq;
+	/* Reformatting a journal in place (a resync restarts the restore
+	 * journal): a regular file already this size and fully allocated keeps
+	 * its record area as is - the new checksum seed makes old records
+	 * invalid - instead of being zero-filled again. */
+	bool reuse_area;
 };
 /* Creates or overwrites a journal at path: sizes the file, zero-fills the
  * record area (so later O_DIRECT writes don't convert unwritten extents), and

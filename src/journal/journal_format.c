@@ -193,7 +193,9 @@ journal_format(const char *path, const struct journal_format_opts *opts)
 		r = -errno;
 		goto out;
 	}
-	r = zero_range(fd, is_blk, JOURNAL_AREA_START, area_size);
+	if (!(opts->reuse_area && !is_blk && (uint64_t)st.st_size == size &&
+	      (uint64_t)st.st_blocks * 512u >= size))
+		r = zero_range(fd, is_blk, JOURNAL_AREA_START, area_size);
 	if (r < 0)
 		goto out;
 

@@ -46,7 +46,7 @@
 #define REPL_MAX_QUEUED 16u          /* requests the primary holds per link */
 #define REPL_MAX_READS 4u            /* journal reads in flight per pair */
 #define REPL_LONG_POLL_MS 500u       /* an empty answer after this long without records */
-#define REPL_COPY_DEPTH 4u           /* BASE chunks in flight */
+#define REPL_COPY_DEPTH 32u          /* BASE chunks in flight */
 #define REPL_COPY_JOURNAL_PCT 40u    /* the copy waits while the journal is fuller */
 #define REPL_CREATE_TIMEOUT_MS 60000u
 #define REPL_BACKOFF_MIN_MS 200u

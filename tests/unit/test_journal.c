@@ -439,6 +439,66 @@ first_seq_numbers_records(const char *engine_name)
 	io_engine_free(e);
 }
 
+/* A resync restarts the restore journal in place: the old records stay on
+ * disk but belong to the old seed, so the new log starts empty. */
+Test(journal, reformat_in_place_keeps_the_area_and_forgets_the_records)
+{
+	struct io_engine *e = engine("sync");
+	struct ctx c = {0};
+	struct journal *j;
+	uint64_t seq = 0;
+	const char *vols[] = {"alpha", "beta"};
+	struct journal_format_opts o = {
+	    .size = 16 * MiB,
+	    .group = "g1",
+	    .nvolumes = 2,
+	    .volumes = vols,
+	    .role = JOURNAL_ROLE_RESTORE,
+	    .first_seq = 5000,
+	    .reuse_area = true,
+	};
+	uint8_t *area = malloc(64 * 1024);
+	int fd;
+
+	format_at(16 * MiB, 100);
+	j = jopen(e, &c);
+	for (unsigned i = 0; i < 20; i++)
+		cr_assert(eq(int, append_write(j, i * 4096ull, 4096, &seq), 0));
+	journal_commit(j);
+	drain(e);
+	cr_assert(eq(u64, c.durable_seq, 119));
+	journal_close(j);
+	cr_assert(eq(int, journal_format(jpath, &o), 0));
+	/* The area was not rewritten: the old batches are still there. */
+	fd = open(jpath, O_RDONLY);
+	cr_assert(ge(int, fd, 0));
+	cr_assert(eq(long, pread(fd, area, 64 * 1024, JOURNAL_AREA_START), 64 * 1024));
+	close(fd);
+	{
+		bool nonzero = false;
+
+		for (unsigned i = 0; i < 64 * 1024 && !nonzero; i++)
+			nonzero = area[i] != 0;
+		cr_assert(nonzero, "reuse_area zeroed the record area");
+	}
+	memset(&c, 0, sizeof(c));
+	j = jopen(e, &c);
+	cr_assert(eq(u64, c.redo_n, 0), "old records replayed after a reformat");
+	cr_assert(eq(u64, stats(j).next_seq, 5000));
+	cr_assert(eq(int, append_write(j, 0, 4096, &seq), 0));
+	cr_assert(eq(u64, seq, 5000));
+	journal_commit(j);
+	drain(e);
+	journal_close(j);
+	memset(&c, 0, sizeof(c));
+	j = jopen(e, &c);
+	cr_assert(eq(u64, c.redo_n, 1));
+	cr_assert(eq(u64, c.redo_first, 5000));
+	journal_close(j);
+	free(area);
+	io_engine_free(e);
+}
+
 Test(journal, first_seq_numbers_records_sync)
 {
 	first_seq_numbers_records("sync");
