@@ -360,4 +360,33 @@ for _ in $(seq 1 300); do
 done
 cmp_vols g3 d3
 ok "11. kill -9 of the secondary during takeover (came back $st): takeover finished, writes there, resync --swap, cmp equal"
+# --- 12. an I/O error at the secondary: PSUE, no automatic resync ----------
+GROUP_ARGS=(--link-timeout 600)
+create_group "$A" g5 v5:32M
+create_group "$B" g5 v5:32M
+"$JRBD" pair create g5 --dir "$A" --remote "$B_ADDR" >/dev/null
+wait_drain g5 60
+# An immutable file refuses writes even through open descriptors (EPERM).
+# The cleanup must be able to delete it whatever happens.
+trap 'rc=$?; chattr -i "$B/g5-v5.img" 2>/dev/null; (exit $rc); cleanup' EXIT
+if chattr +i "$B/g5-v5.img" 2>/dev/null; then
+	write_at "$A" v5 0 65536 5
+	wait_state "$A" g5 PSUE 20
+	chattr -i "$B/g5-v5.img"
+	grep -q "I/O error at site 'b'" <<<"$(pj "$A" g5 'p["reason"]')" ||
+		fail "PSUE reason: $(pj "$A" g5 'p["reason"]')"
+	check "$A" g5 25
+	write_at "$A" v5 65536 65536 6  # hosts go on
+	sleep 2
+	[ "$(pj "$A" g5 'p["state"]')" = PSUE ] || fail "resynced by itself after an I/O error"
+	crash "$BPID"   # its group failed (sticky); a restart recovers it
+	start_b
+	for _ in $(seq 1 100); do [ "$(pj "$A" g5 'p["connected"]')" = True ] && break; sleep 0.1; done
+	"$JRBD" pair resync g5 --dir "$A" >/dev/null
+	wait_drain g5 60
+	cmp_vols g5 v5
+	ok "12. write error restoring at the secondary: PSUE with the reason, hosts not blocked, no automatic resync; manual resync, cmp equal"
+else
+	echo "ok - 12. SKIPPED: chattr +i is not supported on $T's filesystem (no way to make the S-VOL fail writes)"
+fi
 echo "it_pair: all passed in ${SECONDS}s"
