@@ -1426,9 +1426,35 @@ group_close(struct group *g)
 void
 group_set_secondary(struct group *g, bool on)
 {
+	struct io_list keep = {0};
+	struct group_io *io;
+
 	g->secondary = on;
 	for (unsigned i = 0; i < g->nvols; i++)
 		g->vols[i].read_only = on;
+	if (!on)
+		return;
+	/* Host writes queued but not yet journaled were never acknowledged:
+	 * they fail like any write to a read-only volume, rather than land
+	 * after the site stopped being the one that writes. */
+	while ((io = list_pop(&g->append_q))) {
+		if (is_write_op(io->op) && !io->first_seq)
+			io_finish(g, io, -EPERM);
+		else
+			list_push(&keep, io);
+	}
+	g->append_q = keep;
+	loop_wakeup(g->loop);
+}
+
+unsigned
+group_host_writes_queued(const struct group *g)
+{
+	unsigned n = 0;
+
+	for (const struct group_io *io = g->append_q.head; io; io = io->g_next)
+		n += is_write_op(io->op);
+	return n;
 }
 
 bool

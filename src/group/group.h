@@ -273,8 +273,11 @@ void group_close(struct group *g);
 void group_io_submit(struct group *g, struct group_io *io);
 
 /* Secondary role: volumes read-only to hosts, no markers of its own; records
- * come only through GROUP_IO_REPLAY. */
+ * come only through GROUP_IO_REPLAY. Turning it on fails host writes that
+ * wait for the journal with -EPERM (never acknowledged). */
 void group_set_secondary(struct group *g, bool on);
+/* Host writes waiting for the journal (not yet all journaled). */
+unsigned group_host_writes_queued(const struct group *g);
 /* Sync mode (primary): a host write is answered only once the secondary holds
  * it (group_set_remote_durable) - and, as always, once it is durable here. */
 void group_set_sync(struct group *g, bool on);

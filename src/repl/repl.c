@@ -91,6 +91,7 @@ struct jread {
 struct copy_io {
 	struct group_io io;
 	struct pair *p;
+	uint64_t gen;   /* p->copy_gen when submitted */
 	uint8_t *buf; /* JOURNAL_MAX_PAYLOAD, aligned */
 	unsigned vol;
 	uint64_t off;
@@ -147,6 +148,7 @@ struct pair {
 
 	/* Primary: initial copy. */
 	struct copy_io copies[REPL_COPY_DEPTH];
+	uint64_t copy_gen; /* bumped when a copy stops or starts: late chunks clear no bits */
 	unsigned copy_vol;
 	uint64_t copy_off;
 	uint64_t copy_max_seq;
@@ -589,7 +591,8 @@ copy_io_done(struct group_io *io, int res)
 	} else {
 		if (io->last_seq > p->copy_max_seq)
 			p->copy_max_seq = io->last_seq;
-		if (p->pc.resync && group_diffmap(p->g, c->vol)) {
+		if (p->pc.resync && c->gen == p->copy_gen && p->pc.state == PAIR_STATE_COPY &&
+		    group_diffmap(p->g, c->vol)) {
 			/* In the stream now: an interrupted resync re-marks it by the
 			 * fold if the secondary never restores it. */
 			struct diffmap *m = group_diffmap(p->g, c->vol);
@@ -685,6 +688,7 @@ copy_pump(struct pair *p)
 		c->io.done = copy_io_done;
 		c->vol = p->copy_vol;
 		c->off = p->copy_off;
+		c->gen = p->copy_gen;
 		c->busy = true;
 		p->busy++;
 		idle = false;
@@ -1033,8 +1037,8 @@ secondary_pump(struct pair *p)
 	applied = st.applied_seq;
 	ts_update(p, applied);
 	window = p->r->opts.window ? MIN(p->r->opts.window, REPL_MAX_WINDOW) : 4u;
-	if (!state_flowing(p->pc.state) || p->takeover_pending || p->swap_pending)
-		window = 0; /* suspended: the primary serves nothing */
+	if (!state_flowing(p->pc.state) || p->takeover_pending)
+		window = 0; /* suspended: the primary serves nothing (a swap drains on) */
 	while (p->nout < window) {
 		uint64_t held = p->ro.pending_bytes + (p->cur ? p->cur->len : 0) + p->replay_bytes +
 				(uint64_t)(p->nout + 1) * WIRE_MAX_DATA;
@@ -1219,6 +1223,7 @@ pair_detach(struct pair *p)
 		p->create_cb = NULL;
 		cb(p->create_arg, -ECANCELED, "the group went away while the pair was being created");
 	}
+	cmd_finish(p, -ECANCELED, "the pair went away before the command finished");
 	for (struct pair **pp = &r->pairs; *pp; pp = &(*pp)->next) {
 		if (*pp == p) {
 			*pp = p->next;
@@ -1262,6 +1267,7 @@ create_finish(struct pair *p, int err, const char *msg)
 
 static struct pair *pair_new(struct repl *r, struct group *g, const struct group_pair_config *pc);
 static void pair_detach(struct pair *p);
+static void pair_forget(struct pair *p);
 
 /* ------------------------------------------------------------------ */
 /* Lifecycle: states, suspend and fold, resync, swap, takeover, delete */
@@ -1299,8 +1305,8 @@ static void
 note_local_writes(struct pair *p)
 {
 	if (!group_tracking(p->g) || !group_first_tracked_seq(p->g) ||
-	    p->pc.gen != p->pc.synced_gen)
-		return;
+	    p->pc.gen != p->pc.synced_gen || state_flowing(p->pc.state))
+		return; /* (tracking while flowing: a drain, whose writes do flow) */
 	p->pc.gen = new_gen();
 	pair_save(p);
 	log_info("group '%s': writes while the pair is %s (from seq %" PRIu64 "): generation now "
@@ -1572,6 +1578,19 @@ primary_suspend(struct pair *p, enum pair_state st, enum pair_cause cause, const
 	p->pc.fold_to = held && rel < js.durable_seq ? js.durable_seq : 0;
 	p->fold_next = held ? rel + 1 : js.next_seq;
 	p->pc.cause = cause;
+	p->copy_gen++;
+	if (p->pc.state == PAIR_STATE_COPY && !p->pc.resync) {
+		/* An initial copy stops here: what it has not journaled yet (from
+		 * its oldest chunk in flight on) is a difference too. */
+		copy_note_progress(p);
+		for (unsigned v = p->pc.copy_volume; v < group_nvolumes(p->g); v++) {
+			uint64_t from = v == p->pc.copy_volume ? p->pc.copy_offset : 0;
+			struct volume *vol = group_volume(p->g, v);
+
+			if (group_diffmap(p->g, v) && from < vol->size)
+				diffmap_mark(group_diffmap(p->g, v), from, vol->size - from);
+		}
+	}
 	p->auto_backoff_ms = REPL_AUTO_BACKOFF_MIN_MS;
 	p->auto_next_ms = now_ms() + REPL_AUTO_BACKOFF_MIN_MS;
 	pair_set_state(p, st, "%s", reason);
@@ -1735,6 +1754,7 @@ primary_on_resync_reply(struct pair *p, const struct wire_pair_cmd *m)
 	p->pc.cause = PAIR_CAUSE_NONE;
 	p->copy_vol = 0;
 	p->copy_off = 0;
+	p->copy_gen++;
 	p->copy_failed = false;
 	p->copy_max_seq = p->resync_start - 1;
 	p->copy_rate = p->copy_rate_ms = p->copy_rate_done = 0;
@@ -1794,14 +1814,9 @@ split_brain_refuses(struct pair *p, const struct wire_pair_cmd *m, const char *o
 			  p->pc.gen, p->pc.synced_gen, other_cmd);
 		return true;
 	}
-	if (p->pc.synced_gen != m->synced_gen) {
-		reply_cmd(p, m, true,
-			  "the sites' histories differ (last synced generation %016" PRIx64
-			  " at site '%s', %016" PRIx64 " at the other); repeat with --force to "
-			  "overwrite site '%s'",
-			  p->pc.synced_gen, p->r->site, m->synced_gen, p->r->site);
-		return true;
-	}
+	/* Without writes of its own, this site loses nothing to the copy, even
+	 * when the last sync's answer never reached the other site (its
+	 * synced generation then lags ours). */
 	return false;
 }
 
@@ -1847,6 +1862,9 @@ secondary_on_resync(struct pair *p, const struct wire_pair_cmd *m)
 	if (ret < 0) {
 		reply_cmd(p, m, true, "cannot restart the restore journal at seq %" PRIu64 ": %s",
 			  m->seq, err);
+		/* The group was closed for the format and is gone: so is the pair
+		 * (the daemon shows the group failed). */
+		pair_forget(p);
 		return;
 	}
 	p->g = ng;
@@ -1865,6 +1883,37 @@ secondary_on_resync(struct pair *p, const struct wire_pair_cmd *m)
 		       m->seq);
 	reply_cmd(p, m, false, "ok");
 	loop_wakeup(r->loop);
+}
+
+/* Drops a pair whose group no longer exists (nothing here touches p->g). */
+static void
+pair_forget(struct pair *p)
+{
+	struct repl *r = p->r;
+	struct conn *c = p->conn;
+
+	if (c) {
+		if (!c->dead)
+			link_fail(c->link, EIO, "the pair's group failed at this site");
+		c->p = NULL;
+		p->conn = NULL;
+		conn_drop(c);
+	}
+	cmd_finish(p, -ECANCELED, "the pair's group failed");
+	for (struct pair **pp = &r->pairs; *pp; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	}
+	p->zombie = true;
+	p->ready = false;
+	if (p->busy) {
+		p->next = r->zombies;
+		r->zombies = p;
+		return;
+	}
+	pair_free(p);
 }
 
 /* --- swap: the secondary becomes the primary --- */
@@ -1946,6 +1995,13 @@ primary_swap_finish(struct pair *p)
 	pc.announce = false;
 	snprintf(pc.reason, sizeof(pc.reason), "swapped: site '%s' is the primary now",
 		 pc.peer_site);
+	/* Persisted before the peer hears of it. */
+	if (p->r->ops->save(p->r->arg, g, &pc) < 0) {
+		reply_cmd(p, &req, true, "site '%s' cannot persist its new role", p->r->site);
+		group_set_secondary(g, false);
+		return;
+	}
+	group_set_pair_config(g, &pc);
 	reply_cmd(p, &req, false, "ok");
 	/* The link stays with the peer (it closes it); this pair object turns
 	 * into a secondary's. */
@@ -1959,8 +2015,7 @@ primary_swap_finish(struct pair *p)
 		log_err("group '%s': out of memory after a swap", group_name(g));
 		return;
 	}
-	memset(&np->saved, 0, sizeof(np->saved));
-	pair_save(np);
+	np->saved = pc;
 	log_info("group '%s': pair state %s -> COPY: swapped; this site is now the secondary of "
 		 "site '%s'", group_name(g), pair_state_name(old), pc.peer_site);
 	if (r->opts.on_event)
@@ -1987,6 +2042,7 @@ primary_on_swap(struct pair *p, const struct wire_pair_cmd *m)
 	p->swap_cmd = *m;
 	p->swap_pending = true;
 	/* Nothing more from the hosts here: the other site takes over. */
+	group_set_inflow_limit(p->g, 0);
 	group_set_secondary(p->g, true);
 	log_info("group '%s': swap asked by site '%s'; host writes refused from now on, %s",
 		 group_name(p->g), p->pc.peer_site,
@@ -2012,6 +2068,8 @@ primary_swap_pump(struct pair *p)
 	if (p->pc.fold_to)
 		return;
 	group_get_stats(p->g, &st);
+	if (group_host_writes_queued(p->g))
+		return; /* a request half journaled finishes first */
 	if (state_flowing(p->pc.state) && p->remote_restored < st.last_seq)
 		return;
 	primary_swap_finish(p);
@@ -2072,6 +2130,12 @@ secondary_on_swap_reply(struct pair *p, const struct wire_pair_cmd *m)
 	pc.bitmap_clear_pending = false;
 	snprintf(pc.reason, sizeof(pc.reason), "swap: this site is the primary; %" PRIu64
 		 " bytes of differences to copy back", total);
+	if (r->ops->save(r->arg, g, &pc) < 0) {
+		cmd_finish(p, -EIO, "cannot persist the new role; the other site is now a "
+			   "secondary: retry 'jrbd pair resync GROUP --swap'");
+		return;
+	}
+	group_set_pair_config(g, &pc);
 	cmd_finish(p, 0, "%s: site '%s' is now the primary; %" PRIu64 " bytes of differences "
 		   "to copy to site '%s'", takeover ? "swap" : "resync --swap", r->site, total,
 		   p->pc.peer_site);
@@ -2085,8 +2149,7 @@ secondary_on_swap_reply(struct pair *p, const struct wire_pair_cmd *m)
 		log_err("group '%s': out of memory after a swap", group_name(g));
 		return;
 	}
-	memset(&np->saved, 0, sizeof(np->saved));
-	pair_save(np);
+	np->saved = pc;
 	log_info("group '%s': pair state %s -> COPY: %s", group_name(g), pair_state_name(old),
 		 pc.reason);
 	if (r->opts.on_event)
@@ -2317,6 +2380,10 @@ primary_on_pair_ok(struct pair *p, const struct wire_pair_ok *ok)
 		p->remote_restored = ok->restored_seq;
 		p->error[0] = 0;
 		p->ready = true;
+		if (p->pc.announce) {
+			p->pc.announce = false; /* named now; a later PAIR_CREATE would wipe the peer */
+			pair_save(p);
+		}
 		log_info("group '%s': replication link to %s up (pair %s: no records flow until a "
 			 "resync)", group_name(p->g), p->pc.remote, pair_state_name(p->pc.state));
 		send_primary_status(p);
@@ -2430,6 +2497,14 @@ on_pair_create(struct conn *c, const struct wire_pair_create *m)
 	}
 	swap = group_get_config(g)->pair.role == PAIR_ROLE_SECONDARY &&
 	       group_get_config(g)->pair.id == m->pair_id;
+	if (swap && (group_get_config(g)->pair.state == PAIR_STATE_SSWS ||
+		     group_get_config(g)->pair.gen != group_get_config(g)->pair.synced_gen)) {
+		reply_error(c, EBUSY, "group '%s' at site '%s' has writes of its own since the last "
+			    "sync (%s); it will not be overwritten by a new pair: resync with the "
+			    "other site, or 'jrbd pair delete' it first", m->group, r->site,
+			    pair_state_name(group_get_config(g)->pair.state));
+		return;
+	}
 	if (group_get_config(g)->pair.role == PAIR_ROLE_PRIMARY) {
 		reply_error(c, EBUSY, "group '%s' is the primary of a pair at site '%s'", m->group,
 			    r->site);
@@ -2736,6 +2811,18 @@ conn_on_close(struct link *l, int err, void *arg)
 		if (p->ready || err)
 			log_warn("group '%s': replication link to %s lost: %s", group_name(p->g),
 				 link_peer(l), cause);
+		if (p->resync_pending) {
+			/* The answer will never come on this link: start over later. */
+			p->resync_pending = false;
+			journal_consumer_remove(group_journal(p->g), p->pc.id);
+			cmd_finish(p, -ECONNRESET, "the link closed before site '%s' answered the "
+				   "resync: %s", p->pc.peer_site, cause);
+		}
+		if (p->swap_pending && p->pc.role == PAIR_ROLE_SECONDARY) {
+			p->swap_pending = false;
+			cmd_finish(p, -ECONNRESET, "the link closed before site '%s' answered the "
+				   "swap: %s", p->pc.peer_site, cause);
+		}
 		if (!p->error[0])
 			snprintf(p->error, sizeof(p->error), "link to %s lost: %.200s", link_peer(l), cause);
 		if (c->dialed) {
@@ -2947,9 +3034,21 @@ repl_tick(struct loop *loop, void *arg)
 				pair_delete_local(p, "deleted by the operator");
 				continue;
 			}
-			cmd_finish(p, -ETIMEDOUT, "no answer from site '%s' in time", p->pc.peer_site);
-			if (p->pc.role == PAIR_ROLE_PRIMARY)
+			if (p->cmd_kind == PAIR_CMD_SUSPEND && p->drain_target) {
+				p->drain_target = 0;
+				if (state_flowing(p->pc.state))
+					group_set_tracking(p->g, false);
+				cmd_finish(p, -ETIMEDOUT, "the secondary did not restore up to the "
+					   "suspend point in time; the pair stays %s",
+					   pair_state_name(p->pc.state));
+			} else {
+				cmd_finish(p, -ETIMEDOUT, "no answer from site '%s' in time",
+					   p->pc.peer_site);
+			}
+			if (p->pc.role == PAIR_ROLE_PRIMARY && p->swap_pending) {
+				p->swap_pending = false;
 				group_set_secondary(p->g, false);
+			}
 		}
 		if (p->pc.role != PAIR_ROLE_PRIMARY) {
 			secondary_tick(p, now);

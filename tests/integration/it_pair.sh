@@ -360,6 +360,22 @@ for _ in $(seq 1 300); do
 done
 cmp_vols g3 d3
 ok "11. kill -9 of the secondary during takeover (came back $st): takeover finished, writes there, resync --swap, cmp equal"
+# --- 11b. the link lost during the initial copy: PSUE, then resync copies the rest
+GROUP_ARGS=(--link-timeout 1)
+create_group "$A" g6 d6:96M
+create_group "$B" g6 d6:96M
+timeout 60 fio --name=prefill6 --ioengine=nbd --uri="$(uri "$A" d6)" --rw=write --bs=1M \
+	--iodepth=8 --size=96M --refill_buffers --output="$T/fio-prefill6.txt" || fail "fio prefill g6"
+"$JRBD" pair create g6 --dir "$A" --remote "$B_ADDR" >/dev/null
+crash "$BPID"
+wait_state "$A" g6 PSUE 20
+marked=$(pj "$A" g6 'p["bitmap"]["dirty_bytes"]')
+[ "$marked" -gt 0 ] || fail "nothing marked when the initial copy stopped"
+start_b
+wait_drain g6 90
+cmp_vols g6 d6
+ok "11b. link lost during the initial copy: PSUE with $marked bytes marked (the rest of the copy), automatic resync, cmp equal"
+
 # --- 12. an I/O error at the secondary: PSUE, no automatic resync ----------
 GROUP_ARGS=(--link-timeout 600)
 create_group "$A" g5 v5:32M
