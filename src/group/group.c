@@ -1519,6 +1519,15 @@ group_mark_undurable(struct group *g)
 }
 
 void
+group_request_checkpoint(struct group *g)
+{
+	if (g->ckpt_wanted || g->ckpt_running)
+		return;
+	g->ckpt_wanted = true;
+	loop_wakeup(g->loop);
+}
+
+void
 group_set_inflow_limit(struct group *g, uint64_t bytes)
 {
 	if (g->inflow_limit == bytes)

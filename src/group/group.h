@@ -297,6 +297,9 @@ uint64_t group_first_tracked_seq(const struct group *g);
 struct diffmap *group_diffmap(struct group *g, unsigned vol);
 /* Writes and syncs every dirty bitmap page now; 0 or -errno. */
 int group_sync_bitmaps(struct group *g);
+/* Runs a checkpoint soon (not waiting for the timer), freeing journal space
+ * that only it holds. */
+void group_request_checkpoint(struct group *g);
 /* Marks the regions of every record appended but not yet durable. */
 void group_mark_undurable(struct group *g);
 /* Inflow control: host writes wait before the journal while on. */

@@ -48,6 +48,7 @@
 #define REPL_LONG_POLL_MS 500u       /* an empty answer after this long without records */
 #define REPL_COPY_DEPTH 32u          /* BASE chunks in flight */
 #define REPL_COPY_JOURNAL_PCT 40u    /* the copy waits while the journal is fuller */
+#define REPL_COPY_CKPT_MS 50u        /* ...asking for a checkpoint at most this often */
 #define REPL_CREATE_TIMEOUT_MS 60000u
 #define REPL_BACKOFF_MIN_MS 200u
 #define REPL_BACKOFF_MAX_MS 5000u
@@ -149,6 +150,7 @@ struct pair {
 	/* Primary: initial copy. */
 	struct copy_io copies[REPL_COPY_DEPTH];
 	uint64_t copy_gen; /* bumped when a copy stops or starts: late chunks clear no bits */
+	uint64_t copy_ckpt_ms; /* last checkpoint asked for by a throttled copy */
 	unsigned copy_vol;
 	uint64_t copy_off;
 	uint64_t copy_max_seq;
@@ -660,9 +662,18 @@ copy_pump(struct pair *p)
 			continue;
 		}
 		/* Leave the journal to host writes: the copy fills it only as fast
-		 * as the secondary drains it. */
-		if (js.used_bytes * 100 > js.area_size * REPL_COPY_JOURNAL_PCT)
+		 * as the secondary drains it. Space only the checkpoint holds (writes
+		 * journaled before the copy began, say) is freed now rather than at
+		 * the next timer tick. */
+		if (js.used_bytes * 100 > js.area_size * REPL_COPY_JOURNAL_PCT) {
+			uint64_t now = now_ms();
+
+			if (now - p->copy_ckpt_ms >= REPL_COPY_CKPT_MS) {
+				p->copy_ckpt_ms = now;
+				group_request_checkpoint(p->g);
+			}
 			return;
+		}
 		if (p->pc.resync && resync_next_chunk(p) < 0) {
 			p->copy_vol = group_nvolumes(p->g);
 		}
