@@ -200,6 +200,7 @@ struct pair {
 	uint64_t stuck_since_ms;   /* appended records not becoming durable since */
 	uint64_t last_durable;
 	struct wire_pair_cmd swap_cmd; /* primary: the SWAP being drained for */
+	bool swap_recover;             /* secondary: a handed-over primary re-sends its answer */
 };
 
 struct repl {
@@ -707,6 +708,10 @@ copy_pump(struct pair *p)
 		group_io_submit(p->g, &c->io);
 		js.used_bytes += len; /* roughly: keeps one pass from overshooting */
 	}
+	/* The loop may stop early (nothing left to start): chunks in later
+	 * slots can still be in flight, and the copy ends only after them. */
+	for (unsigned i = 0; i < REPL_COPY_DEPTH; i++)
+		idle = idle && !p->copies[i].busy;
 	copy_note_progress(p);
 	if (idle && p->copy_vol >= group_nvolumes(p->g)) {
 		/* Every chunk is journaled: the copy ends with the newest BASE record. */
@@ -2003,7 +2008,9 @@ primary_swap_finish(struct pair *p)
 	pc.fold_to = 0;
 	pc.resync = true;
 	pc.cause = PAIR_CAUSE_NONE;
-	pc.announce = false;
+	/* Until the new primary names the pair, this site tells it the swap is
+	 * done here (dialing it, if this answer is lost). */
+	pc.announce = true;
 	snprintf(pc.reason, sizeof(pc.reason), "swapped: site '%s' is the primary now",
 		 pc.peer_site);
 	/* Persisted before the peer hears of it. */
@@ -2013,6 +2020,11 @@ primary_swap_finish(struct pair *p)
 		return;
 	}
 	group_set_pair_config(g, &pc);
+	if (getenv("JRBD_TEST_EXIT_AFTER_SWAP_COMMIT")) {
+		/* Test hook: the crash between the commit and its answer. */
+		log_warn("JRBD_TEST_EXIT_AFTER_SWAP_COMMIT: exiting before the answer");
+		_exit(99);
+	}
 	reply_cmd(p, &req, false, "ok");
 	/* The link stays with the peer (it closes it); this pair object turns
 	 * into a secondary's. */
@@ -2027,6 +2039,9 @@ primary_swap_finish(struct pair *p)
 		return;
 	}
 	np->saved = pc;
+	/* The new primary normally names the pair at once; only if it does not
+	 * is the answer re-sent from here. */
+	np->next_dial_ms = now_ms() + 3000;
 	log_info("group '%s': pair state %s -> COPY: swapped; this site is now the secondary of "
 		 "site '%s'", group_name(g), pair_state_name(old), pc.peer_site);
 	if (r->opts.on_event)
@@ -2289,11 +2304,14 @@ bind_conn(struct pair *p, struct conn *c)
 static void
 primary_dial(struct pair *p)
 {
+	/* A primary dials its secondary; a handed-over primary (announce)
+	 * dials the site that took its place. */
+	const char *addr = p->pc.role == PAIR_ROLE_PRIMARY ? p->pc.remote : p->pc.peer_addr;
 	char err[256];
 	int fd, r;
 	struct conn *c;
 
-	r = link_dial(p->pc.remote, &fd, err, sizeof(err));
+	r = link_dial(addr, &fd, err, sizeof(err));
 	if (r < 0) {
 		if (p->create_cb) {
 			create_finish(p, r, err);
@@ -2302,7 +2320,7 @@ primary_dial(struct pair *p)
 		pair_error(p, "%s", err);
 		goto backoff;
 	}
-	c = conn_new(p->r, fd, true, p->pc.remote, err, sizeof(err));
+	c = conn_new(p->r, fd, true, addr, err, sizeof(err));
 	if (!c) {
 		pair_error(p, "%s", err);
 		goto backoff;
@@ -2626,14 +2644,64 @@ on_pair_attach(struct conn *c, const struct wire_pair_attach *m)
 
 /* --- link callbacks --- */
 
+/* A handed-over primary whose swap answer may have been lost: it tells the
+ * new primary again (answer first, then its bitmaps, which it still keeps). */
+static void
+secondary_announce(struct pair *p)
+{
+	struct wire_msg m = {.hdr.type = WIRE_PAIR_CMD};
+	uint16_t ids[JOURNAL_MAX_VOLUMES];
+
+	for (unsigned i = 0; i < JOURNAL_MAX_VOLUMES; i++)
+		ids[i] = (uint16_t)i;
+	m.u.pair_cmd.cmd = WIRE_CMD_SWAP | WIRE_CMD_REPLY;
+	m.u.pair_cmd.pair_id = p->pc.id;
+	m.u.pair_cmd.gen = p->pc.gen;
+	m.u.pair_cmd.synced_gen = p->pc.synced_gen;
+	snprintf(m.u.pair_cmd.text, sizeof(m.u.pair_cmd.text), "swap committed at site '%s'",
+		 p->r->site);
+	if (send_msg(p, &m) < 0 || send_bitmaps(p, ids) < 0)
+		fail_link(p, EIO, "cannot send the swap answer");
+}
+
+/* The new primary's side of it: finish the swap that this site asked for. */
+static void
+on_swap_recover(struct conn *c, const struct wire_pair_cmd *m)
+{
+	struct pair *p;
+
+	for (p = c->r->pairs; p && p->pc.id != m->pair_id; p = p->next)
+		;
+	if (!p || (m->flags & WIRE_CMD_REFUSED)) {
+		reply_error(c, ENOENT, "no pair %016" PRIx64 " at site '%s'", m->pair_id, c->r->site);
+		return;
+	}
+	if (p->pc.role == PAIR_ROLE_PRIMARY) {
+		/* Done here already: the PAIR_CREATE this site sends names the pair. */
+		reply_error(c, EALREADY, "site '%s' is already the primary of pair %016" PRIx64,
+			    c->r->site, m->pair_id);
+		return;
+	}
+	log_info("group '%s': site '%s' committed the swap this site asked for; completing it",
+		 group_name(p->g), link_peer_site(c->link));
+	bind_conn(p, c);
+	p->ready = true;
+	p->swap_pending = true;
+	p->swap_recover = true;
+	p->swap_cmd = *m;
+	p->resync_gen = m->gen;
+}
+
 static void
 conn_on_ready(struct link *l, void *arg)
 {
 	struct conn *c = arg;
 
 	(void)l;
-	if (c->dialed && c->p)
+	if (c->dialed && c->p && c->p->pc.role == PAIR_ROLE_PRIMARY)
 		primary_on_ready(c->p);
+	else if (c->dialed && c->p)
+		secondary_announce(c->p);
 }
 
 static void
@@ -2709,6 +2777,9 @@ conn_on_msg(struct link *l, const struct wire_msg *m, void *arg)
 			on_pair_create(c, &m->u.pair_create);
 		else if (m->hdr.type == WIRE_PAIR_ATTACH)
 			on_pair_attach(c, &m->u.pair_attach);
+		else if (m->hdr.type == WIRE_PAIR_CMD &&
+			 m->u.pair_cmd.cmd == (WIRE_CMD_SWAP | WIRE_CMD_REPLY))
+			on_swap_recover(c, &m->u.pair_cmd);
 		else
 			reply_error(c, EPROTO, "%s before the pair was named",
 				    wire_type_name(m->hdr.type));
@@ -2741,6 +2812,12 @@ conn_on_msg(struct link *l, const struct wire_msg *m, void *arg)
 			if (b->nbits && b->volume >= p->pc.nvolmap)
 				break;
 			on_bitmap(p, b, b->nbits ? p->pc.volmap[b->volume] : 0);
+			if ((b->flags & WIRE_BITMAP_LAST) && p->swap_recover && !c->dead) {
+				struct wire_pair_cmd done = p->swap_cmd;
+
+				p->swap_recover = false;
+				secondary_on_swap_reply(p, &done);
+			}
 			return;
 		}
 		break;
@@ -2916,6 +2993,9 @@ secondary_tick(struct pair *p, uint64_t now)
 {
 	uint64_t timeout = group_get_config(p->g)->ropts.link_timeout_ms;
 
+	if (p->pc.announce && p->pc.peer_addr[0] && !p->conn && now >= p->next_dial_ms &&
+	    p->r->have_key)
+		primary_dial(p);
 	if (timeout && state_flowing(p->pc.state) && now - p->last_contact_ms >= timeout)
 		pair_set_state(p, PAIR_STATE_PSUE, "no contact with the primary for %" PRIu64
 			       " s%s%s", timeout / 1000, p->error[0] ? ": " : "", p->error);

@@ -405,4 +405,37 @@ if chattr +i "$B/g5-v5.img" 2>/dev/null; then
 else
 	echo "ok - 12. SKIPPED: chattr +i is not supported on $T's filesystem (no way to make the S-VOL fail writes)"
 fi
+# --- 13. the old primary dies between committing a swap and answering ------
+GROUP_ARGS=(--link-timeout 600)
+create_group "$A" g7 d7:16M
+create_group "$B" g7 d7:16M
+"$JRBD" pair create g7 --dir "$A" --remote "$B_ADDR" >/dev/null
+write_at "$A" d7 0 65536 31
+wait_drain g7 60
+stop "$APID"
+export JRBD_TEST_EXIT_AFTER_SWAP_COMMIT=1
+start_a_l
+unset JRBD_TEST_EXIT_AFTER_SWAP_COMMIT
+for _ in $(seq 1 100); do [ "$(pj "$B" g7 'p["connected"]')" = True ] && break; sleep 0.1; done
+rc=0
+"$JRBD" pair takeover g7 --dir "$B" >"$T/out" 2>&1 || rc=$?
+[ $rc -ne 11 ] || fail "the swap reported success although site a died before answering"
+for _ in $(seq 1 50); do kill -0 "$APID" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$APID" 2>/dev/null && fail "the test hook did not stop site a"
+forget "$APID"
+start_a_l
+for _ in $(seq 1 600); do
+	[ "$(pj "$B" g7 'p["role"] + p["state"]')" = primaryPAIR ] &&
+		[ "$(pj "$A" g7 'p["role"] + p["state"]')" = secondaryPAIR ] && break
+	sleep 0.1
+done
+[ "$(pj "$B" g7 'p["role"] + p["state"]')" = primaryPAIR ] || { show "$B" g7; show "$A" g7; fail "swap not completed after site a came back"; }
+write_at "$B" d7 65536 65536 32
+w=$(pj "$B" g7 'p["seq"]["written"]')
+for _ in $(seq 1 300); do
+	[ "$(pj "$B" g7 'p["seq"]["restored"] >= '"$w")" = True ] && break
+	sleep 0.1
+done
+cmp "$A/g7-d7.img" "$B/g7-d7.img" || fail "g7 differs after the recovered swap"
+ok "13. site a died between committing a swap and answering (takeover exit $rc): on its restart it re-sent the answer, b finished the swap, cmp equal"
 echo "it_pair: all passed in ${SECONDS}s"
