@@ -384,7 +384,7 @@ create_group "$B" g5 v5:32M
 wait_drain g5 60
 # An immutable file refuses writes even through open descriptors (EPERM).
 # The cleanup must be able to delete it whatever happens.
-trap 'rc=$?; chattr -i "$B/g5-v5.img" 2>/dev/null; (exit $rc); cleanup' EXIT
+trap 'rc=$?; chattr -i "$B/g5-v5.img" 2>/dev/null || true; cleanup "$rc"' EXIT
 if chattr +i "$B/g5-v5.img" 2>/dev/null; then
 	write_at "$A" v5 0 65536 5
 	wait_state "$A" g5 PSUE 20

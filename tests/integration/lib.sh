@@ -8,8 +8,8 @@ ENGINE=${JRBD_TEST_IO_ENGINE:-auto}
 T=$(mktemp -d /var/tmp/jrbd-it-XXXXXX)
 PIDS=()
 
-cleanup() {
-	local rc=$?
+cleanup() { # [RC]: the exit status to keep (default: the last command's)
+	local rc=${1:-$?}
 	for p in "${PIDS[@]}"; do
 		kill -9 "$p" 2>/dev/null || true
 	done
