@@ -1220,12 +1220,12 @@ pair_free(struct pair *p)
 	free(p);
 }
 
+static void pair_retire(struct pair *p);
+
 /* Unlinks p from its group; freed now or by its last completion. */
 static void
 pair_detach(struct pair *p)
 {
-	struct repl *r = p->r;
-
 	if (p->conn) {
 		struct conn *c = p->conn;
 
@@ -1240,6 +1240,15 @@ pair_detach(struct pair *p)
 		cb(p->create_arg, -ECANCELED, "the group went away while the pair was being created");
 	}
 	cmd_finish(p, -ECANCELED, "the pair went away before the command finished");
+	pair_retire(p);
+}
+
+/* Takes p off the active list; freed now, or by its last completion. */
+static void
+pair_retire(struct pair *p)
+{
+	struct repl *r = p->r;
+
 	for (struct pair **pp = &r->pairs; *pp; pp = &(*pp)->next) {
 		if (*pp == p) {
 			*pp = p->next;
@@ -1836,12 +1845,20 @@ split_brain_refuses(struct pair *p, const struct wire_pair_cmd *m, const char *o
 	return false;
 }
 
+/* At a primary the wire's volume ids are its own volume indexes. */
+static uint16_t *
+wire_ids_of_primary(uint16_t *ids)
+{
+	for (unsigned i = 0; i < JOURNAL_MAX_VOLUMES; i++)
+		ids[i] = (uint16_t)i;
+	return ids;
+}
+
 static uint16_t *
 wire_ids_of_secondary(struct pair *p, uint16_t *ids)
 {
 	/* Our volume i is the primary's volume k where volmap[k] == i. */
-	for (unsigned i = 0; i < group_nvolumes(p->g); i++)
-		ids[i] = (uint16_t)i;
+	wire_ids_of_primary(ids);
 	for (unsigned k = 0; k < p->pc.nvolmap; k++)
 		ids[p->pc.volmap[k]] = (uint16_t)k;
 	return ids;
@@ -1905,7 +1922,6 @@ secondary_on_resync(struct pair *p, const struct wire_pair_cmd *m)
 static void
 pair_forget(struct pair *p)
 {
-	struct repl *r = p->r;
 	struct conn *c = p->conn;
 
 	if (c) {
@@ -1916,20 +1932,7 @@ pair_forget(struct pair *p)
 		conn_drop(c);
 	}
 	cmd_finish(p, -ECANCELED, "the pair's group failed");
-	for (struct pair **pp = &r->pairs; *pp; pp = &(*pp)->next) {
-		if (*pp == p) {
-			*pp = p->next;
-			break;
-		}
-	}
-	p->zombie = true;
-	p->ready = false;
-	if (p->busy) {
-		p->next = r->zombies;
-		r->zombies = p;
-		return;
-	}
-	pair_free(p);
+	pair_retire(p);
 }
 
 /* --- swap: the secondary becomes the primary --- */
@@ -1990,9 +1993,7 @@ primary_swap_finish(struct pair *p)
 	group_set_secondary(g, true);
 	group_set_tracking(g, false);
 	group_set_sync(g, false);
-	for (unsigned i = 0; i < JOURNAL_MAX_VOLUMES; i++)
-		ids[i] = (uint16_t)i;
-	if (send_bitmaps(p, ids) < 0) {
+	if (send_bitmaps(p, wire_ids_of_primary(ids)) < 0) {
 		fail_link(p, EIO, "cannot send the difference bitmaps");
 		return;
 	}
@@ -2652,15 +2653,13 @@ secondary_announce(struct pair *p)
 	struct wire_msg m = {.hdr.type = WIRE_PAIR_CMD};
 	uint16_t ids[JOURNAL_MAX_VOLUMES];
 
-	for (unsigned i = 0; i < JOURNAL_MAX_VOLUMES; i++)
-		ids[i] = (uint16_t)i;
 	m.u.pair_cmd.cmd = WIRE_CMD_SWAP | WIRE_CMD_REPLY;
 	m.u.pair_cmd.pair_id = p->pc.id;
 	m.u.pair_cmd.gen = p->pc.gen;
 	m.u.pair_cmd.synced_gen = p->pc.synced_gen;
 	snprintf(m.u.pair_cmd.text, sizeof(m.u.pair_cmd.text), "swap committed at site '%s'",
 		 p->r->site);
-	if (send_msg(p, &m) < 0 || send_bitmaps(p, ids) < 0)
+	if (send_msg(p, &m) < 0 || send_bitmaps(p, wire_ids_of_primary(ids)) < 0)
 		fail_link(p, EIO, "cannot send the swap answer");
 }
 

@@ -56,6 +56,14 @@ wait_state() {
 	show "$1" "$2"
 	fail "group $2 at $1 not $3 after $4 s"
 }
+# wait_connected DIR GROUP: until that site's pair shows its link up (~10 s;
+# what follows fails on its own if it never comes).
+wait_connected() {
+	for _ in $(seq 1 100); do
+		[ "$(pj "$1" "$2" 'p["connected"]')" = True ] && return 0
+		sleep 0.1
+	done
+}
 # write_at DIR EXPORT OFFSET LEN BYTE: one NBD write of LEN bytes of BYTE.
 write_at() {
 	"$PY" - "$1/nbd.sock" "$2" "$3" "$4" "$5" <<'PY'
@@ -155,7 +163,7 @@ start_a_l
 [ "$(pj "$A" g1 'p["bitmap"]["dirty_bytes"]')" -eq $((4 * 65536)) ] ||
 	fail "bit of a write before kill -9 forgotten: $(pj "$A" g1 'p["bitmap"]')"
 wait_state "$A" g1 PSUS 5
-for _ in $(seq 1 100); do [ "$(pj "$A" g1 'p["connected"]')" = True ] && break; sleep 0.1; done
+wait_connected "$A" g1
 "$JRBD" pair resync g1 --dir "$A" >/dev/null
 wait_drain g1 60
 cmp_vols g1 data log
@@ -188,7 +196,7 @@ wait_state "$A" g2 PFUS 10
 check "$A" g2 27
 grep -q "journal is full" <<<"$(pj "$A" g2 'p["reason"]')" || fail "PFUS reason: $(pj "$A" g2 'p["reason"]')"
 start_b
-for _ in $(seq 1 100); do [ "$(pj "$A" g2 'p["connected"]')" = True ] && break; sleep 0.1; done
+wait_connected "$A" g2
 sleep 2
 [ "$(pj "$A" g2 'p["state"]')" = PFUS ] || fail "resynced although auto-resync is off"
 "$JRBD" pair resync g2 --dir "$A" >/dev/null
@@ -209,7 +217,7 @@ wait_state "$A" g4 PFUS 10
 grep -q "holding host writes (inflow control" "$A.log" || fail "inflow control never held writes"
 grep -q "overflow watch time" <<<"$(pj "$A" g4 'p["reason"]')" || fail "PFUS reason: $(pj "$A" g4 'p["reason"]')"
 start_b
-for _ in $(seq 1 100); do [ "$(pj "$A" g4 'p["connected"]')" = True ] && break; sleep 0.1; done
+wait_connected "$A" g4
 "$JRBD" pair resync g4 --dir "$A" >/dev/null
 wait_drain g4 60
 cmp_vols g4 v4
@@ -233,7 +241,7 @@ ok "7. takeover with the primary down: exit 10, SSWS (38), S-VOL writable"
 # --- 8. split-brain guard, then resync --swap -------------------------------
 start_a_l
 wait_state "$A" g1 PSUE 20
-for _ in $(seq 1 100); do [ "$(pj "$B" g1 'p["connected"]')" = True ] && break; sleep 0.1; done
+wait_connected "$B" g1
 write_at "$A" data $((3 << 20)) 4096 99   # written at the old primary while suspended
 expect_fail 1 "$JRBD" pair resync g1 --dir "$B" --swap
 grep -q "site 'a' has writes the other site lacks" "$T/err" || fail "split-brain message: $(cat "$T/err")"
@@ -346,7 +354,7 @@ fi
 check "$B" g3 38
 write_at "$B" d3 $((8 << 20)) 65536 78
 start_a_l
-for _ in $(seq 1 100); do [ "$(pj "$B" g3 'p["connected"]')" = True ] && break; sleep 0.1; done
+wait_connected "$B" g3
 "$JRBD" pair resync g3 --dir "$B" --swap >/dev/null
 for _ in $(seq 1 600); do
 	[ "$(pj "$B" g3 'p["role"] + p["state"]')" = primaryPAIR ] && break
@@ -397,7 +405,7 @@ if chattr +i "$B/g5-v5.img" 2>/dev/null; then
 	[ "$(pj "$A" g5 'p["state"]')" = PSUE ] || fail "resynced by itself after an I/O error"
 	crash "$BPID"   # its group failed (sticky); a restart recovers it
 	start_b
-	for _ in $(seq 1 100); do [ "$(pj "$A" g5 'p["connected"]')" = True ] && break; sleep 0.1; done
+	wait_connected "$A" g5
 	"$JRBD" pair resync g5 --dir "$A" >/dev/null
 	wait_drain g5 60
 	cmp_vols g5 v5
@@ -416,7 +424,7 @@ stop "$APID"
 export JRBD_TEST_EXIT_AFTER_SWAP_COMMIT=1
 start_a_l
 unset JRBD_TEST_EXIT_AFTER_SWAP_COMMIT
-for _ in $(seq 1 100); do [ "$(pj "$B" g7 'p["connected"]')" = True ] && break; sleep 0.1; done
+wait_connected "$B" g7
 rc=0
 "$JRBD" pair takeover g7 --dir "$B" >"$T/out" 2>&1 || rc=$?
 [ $rc -ne 11 ] || fail "the swap reported success although site a died before answering"
