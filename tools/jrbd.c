@@ -171,6 +171,7 @@ cmd_daemon(int argc, char **argv)
 		{"compress-level", required_argument, NULL, 'Z'},
 		{"on-event", required_argument, NULL, 'E'},
 		{"advertise", required_argument, NULL, 'A'},
+		{"read-cache", required_argument, NULL, 'R'},
 		{NULL, 0, NULL, 0},
 	};
 	struct daemon_opts d = {.io_engine = "auto"};
@@ -232,6 +233,17 @@ cmd_daemon(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			d.compress_level = (int)v;
+			break;
+		}
+		case 'R': {
+			uint64_t v;
+
+			/* 0 means off here; in repl_opts 0 means the default. */
+			if (util_parse_size(optarg, &v) < 0 || (v && (v < (4u << 20) || v > (1ull << 34)))) {
+				fprintf(stderr, "jrbd daemon: --read-cache must be 0 (off) or 4M..16G\n");
+				return EXIT_USAGE;
+			}
+			d.read_cache = v ? (int64_t)v : -1;
 			break;
 		}
 		case 'q': {
@@ -909,7 +921,8 @@ static const struct command commands[] = {
 	 "daemon --dir DIR [--nbd ADDR|unix:PATH]... [--io-engine auto|uring|aio|sync]\n"
 	 "           [--data-cache direct|writeback] [--io-depth N] [--log-level LEVEL]\n"
 	 "           [--listen HOST:PORT] [--secret-file F] [--site NAME] [--window N]\n"
-	 "           [--compress-level N] [--on-event PROG] [--advertise HOST:PORT]",
+	 "           [--compress-level N] [--read-cache SIZE] [--on-event PROG]\n"
+	 "           [--advertise HOST:PORT]",
 	 "run the site daemon (foreground)"},
 	{"group create", cmd_group_create,
 	 "group create GROUP --journal PATH [--journal-size SIZE] --volume NAME=PATH[:SIZE]...\n"

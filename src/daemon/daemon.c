@@ -583,13 +583,15 @@ group_to_json(struct daemon *d, const struct daemon_group *dg)
 		json_object_set_new(o, "error", json_string(strerror(-st.failed_err)));
 	json_object_set_new(
 		o, "journal",
-		json_pack("{s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:i}", "size",
+		json_pack("{s:I, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:i, s:{s:I, s:I, s:I}}", "size",
 			  (json_int_t)js.area_size, "used", (json_int_t)js.used_bytes, "used_pct",
 			  js.area_size ? 100.0 * (double)js.used_bytes / (double)js.area_size : 0.0,
 			  "records", (json_int_t)js.records, "batches", (json_int_t)js.batches,
 			  "bytes_written", (json_int_t)js.bytes_written, "payload_bytes",
 			  (json_int_t)js.payload_bytes, "tail_seq", (json_int_t)js.tail_seq,
-			  "epoch", (int)js.epoch));
+			  "epoch", (int)js.epoch, "read_cache", "bytes",
+			  (json_int_t)js.read_cache_bytes, "hits", (json_int_t)js.read_cache_hits,
+			  "misses", (json_int_t)js.read_cache_misses));
 	json_object_set_new(o, "seq",
 			    json_pack("{s:I, s:I, s:I}", "written", (json_int_t)st.last_seq,
 				      "durable", (json_int_t)st.durable_seq, "checkpoint",
@@ -1128,6 +1130,7 @@ daemon_run(const struct daemon_opts *opts)
 			.site = opts->site,
 			.window = opts->window,
 			.compress_level = opts->compress_level,
+			.read_cache = opts->read_cache,
 			.on_event = opts->on_event,
 			.advertise = opts->advertise,
 		};

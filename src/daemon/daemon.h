@@ -7,6 +7,7 @@
 #define JRBD_DAEMON_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #define DAEMON_MAX_LISTEN 8
 
@@ -19,6 +20,7 @@ struct daemon_opts {
 	const char *site;        /* name shown to the other site; default: the state dir's name */
 	unsigned window;         /* read-journal requests in flight (secondary) */
 	int compress_level;      /* zstd level for the link; < 0: off */
+	int64_t read_cache;      /* master journal read cache bytes; 0: default; < 0: off */
 	const char *io_engine;   /* "auto" by default */
 	unsigned io_depth;
 	bool buffered_data; /* --data-cache writeback */

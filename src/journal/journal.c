@@ -220,12 +220,26 @@ journal_sb_wanted(const struct journal *j, struct journal_sb *ret)
 	}
 }
 
+/* Whether a superblock write would change anything that matters. A
+ * consumer's progress alone does not: a secondary that keeps up releases
+ * records all the time, and a DSYNC superblock write for each release would
+ * cost the host writes a device write and cache flush apiece. Progress is
+ * persisted with the next write made for another reason (the tail or the
+ * checkpoint moving, a consumer added or removed, close), so after a crash
+ * a consumer's persisted release may be behind what it reported: the
+ * journal then keeps records that were already released, never drops ones
+ * that were not. */
 static bool
 sb_same_state(const struct journal_sb *a, const struct journal_sb *b)
 {
-	return a->tail_lpos == b->tail_lpos && a->tail_seq == b->tail_seq &&
-	       a->ckpt_lpos == b->ckpt_lpos && a->ckpt_seq == b->ckpt_seq &&
-	       memcmp(a->consumers, b->consumers, sizeof(a->consumers)) == 0;
+	if (a->tail_lpos != b->tail_lpos || a->tail_seq != b->tail_seq ||
+	    a->ckpt_lpos != b->ckpt_lpos || a->ckpt_seq != b->ckpt_seq)
+		return false;
+	for (unsigned i = 0; i < JOURNAL_MAX_CONSUMERS; i++) {
+		if (a->consumers[i].id != b->consumers[i].id)
+			return false;
+	}
+	return true;
 }
 
 /* Prepares the next superblock write (other copy, gen + 1) into sb_buf. */
@@ -381,6 +395,8 @@ batch_submit(struct journal *j, struct journal_batch *b, uint64_t lpos, uint32_t
 	j->noutstanding++;
 	j->head_lpos = lpos + padded;
 	j->submitted_seq = b->last_seq + 1;
+	if (j->cache.buf)
+		journal_cache_put(&j->cache, lpos, b->buf, b->len);
 	j->bytes_written += padded;
 	j->nbatches++;
 	for (unsigned m = 0; m < b->nmarks; m++) {
@@ -628,6 +644,7 @@ journal_free_mem(struct journal *j)
 		free(j->batches[i].buf);
 	free(j->sb_buf);
 	free(j->idx);
+	journal_cache_fini(&j->cache);
 	free(j);
 }
 
@@ -848,6 +865,41 @@ consumer_find(const struct journal *j, uint64_t id)
 	return -ENOENT;
 }
 
+/* The read cache is worth its memory only while a consumer reads records
+ * back: allocated while there is one, freed when the last one goes. */
+static void
+cache_reconcile(struct journal *j)
+{
+	bool want = false;
+	size_t cap;
+	int r;
+
+	for (unsigned i = 0; i < JOURNAL_MAX_CONSUMERS && j->cache_want; i++)
+		want = want || j->cons[i].id;
+	if (!want) {
+		journal_cache_fini(&j->cache);
+		return;
+	}
+	/* More than the area would only hold records already released. */
+	cap = (size_t)MIN((uint64_t)j->cache_want, j->sb.area_size);
+	if (j->cache.buf && j->cache.cap == cap)
+		return;
+	journal_cache_fini(&j->cache);
+	r = journal_cache_init(&j->cache, cap);
+	if (r < 0)
+		log_warn("journal: no %zu-byte read cache (%s): records are read back from the "
+		         "device", cap, strerrordesc_np(-r));
+}
+
+void
+journal_set_read_cache(struct journal *j, size_t bytes)
+{
+	if (bytes == j->cache_want)
+		return;
+	j->cache_want = bytes;
+	cache_reconcile(j);
+}
+
 int
 journal_consumer_add(struct journal *j, uint64_t id)
 {
@@ -865,6 +917,7 @@ journal_consumer_add(struct journal *j, uint64_t id)
 	j->cons[i].released_seq = j->sb.tail_seq - 1;
 	j->cons[i].received_seq = j->sb.tail_seq - 1;
 	journal_sb_kick(j);
+	cache_reconcile(j);
 	return 0;
 }
 
@@ -880,6 +933,7 @@ journal_consumer_remove(struct journal *j, uint64_t id)
 		return i;
 	memset(&j->cons[i], 0, sizeof(j->cons[i]));
 	journal_sb_kick(j);
+	cache_reconcile(j);
 	return 0;
 }
 
@@ -924,6 +978,9 @@ journal_get_stats(const struct journal *j, struct journal_stats *ret)
 	ret->records = j->records;
 	ret->batches = j->nbatches;
 	ret->last_timestamp_ns = j->last_timestamp_ns;
+	ret->read_cache_bytes = j->cache.cap;
+	ret->read_cache_hits = j->cache_hits;
+	ret->read_cache_misses = j->cache_misses;
 	ret->epoch = j->sb.epoch;
 	ret->failed = j->failed;
 }

@@ -176,6 +176,9 @@ struct journal_stats {
 	uint64_t payload_bytes;  /* record payload bytes appended since open */
 	uint64_t records, batches;
 	uint64_t last_timestamp_ns; /* of the newest record */
+	uint64_t read_cache_bytes;  /* allocated for the read cache (0: off) */
+	uint64_t read_cache_hits;   /* journal_read_records() served from memory */
+	uint64_t read_cache_misses; /* ... and from the device */
 	uint32_t epoch;
 	bool failed;
 };
@@ -214,7 +217,9 @@ void journal_commit(struct journal *j);
 void journal_set_checkpoint(struct journal *j, uint64_t ckpt_seq);
 
 /* Consumers keep records until they release them (replication); persisted in
- * the superblock. A new consumer holds everything retained now (released_seq =
+ * the superblock: an add or remove at once, a release with the next
+ * superblock write made for another reason (so after a crash a consumer may
+ * hold more than it had released, never less). A new consumer holds everything retained now (released_seq =
  * tail_seq - 1). -EINVAL: id 0; -EEXIST; -ENOSPC: JOURNAL_MAX_CONSUMERS in use;
  * -ENOENT: unknown id. release: -EINVAL past the last appended seq; a lower
  * released_seq than before is ignored (late report). */
@@ -245,7 +250,8 @@ int journal_consumer_release(struct journal *j, uint64_t id, uint64_t released_s
  * runs from an engine completion, never inside the call, and may reuse or
  * free r (the journal no longer touches it).
  *
- * Returned by the call (done not called): 0; -EINVAL bad arguments (no out
+ * Returned by the call: 0 (done follows); JOURNAL_READ_CACHED (complete,
+ * done not called); and, done not called: -EINVAL bad arguments (no out
  * or done, out_cap < JOURNAL_MAX_PAYLOAD + JOURNAL_REC_HDR_SIZE, max_seq <
  * from_seq); -ENOENT from_seq was released (< tail_seq); -EAGAIN nothing
  * durable at from_seq yet; -EIO the journal has FAILED; -ECANCELED the
@@ -266,8 +272,15 @@ struct journal_read_req {
 	uint32_t out_cap;   /* >= JOURNAL_MAX_PAYLOAD + JOURNAL_REC_HDR_SIZE */
 	void (*done)(struct journal_read_req *r, int res);
 	void *arg;
-	/* Results. first_seq/last_seq/nrecords are decided when the call returns
-	 * 0; out_len and newest_ts_ns come with done. */
+	/* Served from the read cache, the records may be left where they are:
+	 * data then points into the cache, valid only until the caller returns
+	 * to the event loop or appends (the cache is refilled at submit). */
+	bool may_borrow;
+	/* Results. first_seq/last_seq/nrecords are decided when the call
+	 * returns 0; out_len, data and newest_ts_ns come with done (or with
+	 * JOURNAL_READ_CACHED). data: where the out_len bytes of records are,
+	 * out or (borrowed) the cache. */
+	const uint8_t *data;
 	uint64_t first_seq, last_seq;
 	uint32_t nrecords;
 	uint32_t out_len;
@@ -280,6 +293,19 @@ struct journal_read_req {
 	struct io_req *ioreq;
 };
 int journal_read_records(struct journal *j, struct journal_read_req *r);
+/* journal_read_records() returned this: the records came from the read
+ * cache and the request is complete on return, out_len and newest_ts_ns
+ * set; done is not called. */
+#define JOURNAL_READ_CACHED 1
+
+/* Keep up to `bytes` (at least two batches, 4 MiB, to be useful; at most
+ * the area is used) of the newest batches in memory while the journal has a
+ * consumer, so journal_read_records() serves a consumer that keeps up
+ * without reading the device or re-checking payload checksums (they are the
+ * bytes this process checksummed and wrote). 0 (the default): off. The
+ * memory is allocated when the first consumer is added and freed with the
+ * last one; when it can't be allocated, reads go to the device. */
+void journal_set_read_cache(struct journal *j, size_t bytes);
 
 void journal_get_stats(const struct journal *j, struct journal_stats *ret);
 const struct journal_sb *journal_get_sb(const struct journal *j);

@@ -111,6 +111,28 @@ struct journal_idx {
 	uint32_t len; /* bytes */
 };
 
+/* The read cache (journal_cache.c): the newest batches, copied at submit,
+ * for journal_read_records() to serve without reading the device. */
+struct journal_cache_desc {
+	uint64_t lpos; /* where the batch's records start */
+	uint64_t v;    /* virtual position in the cache: bytes at buf + v % cap */
+	uint32_t len;  /* record bytes (no padding) */
+};
+struct journal_cache {
+	uint8_t *buf; /* cap bytes; NULL: no cache */
+	size_t cap;
+	uint64_t vend; /* virtual end of the newest batch */
+	struct journal_cache_desc *desc; /* FIFO, lpos ascending */
+	size_t ndesc_cap, dhead, ndesc;
+};
+/* -EINVAL (cap < two batches), -ENOMEM, or 0. */
+int journal_cache_init(struct journal_cache *c, size_t cap);
+void journal_cache_fini(struct journal_cache *c);
+/* Copies the batch [lpos, lpos + len) in, dropping the oldest it overwrites. */
+void journal_cache_put(struct journal_cache *c, uint64_t lpos, const void *data, uint32_t len);
+/* The bytes [lpos, lpos + len) if one cached batch holds all of them, or NULL. */
+const uint8_t *journal_cache_get(const struct journal_cache *c, uint64_t lpos, uint32_t len);
+
 /* Everything below belongs to the engine's thread. */
 struct journal {
 	int fd; /* O_RDWR | O_DIRECT, owned */
@@ -161,6 +183,9 @@ struct journal {
 	bool sb_inflight, sb_dirty;
 
 	unsigned nreads; /* journal_read_records() in flight (journal_reader.c) */
+	size_t cache_want;          /* journal_set_read_cache(); in use only with consumers */
+	struct journal_cache cache; /* buf NULL while off */
+	uint64_t cache_hits, cache_misses; /* reads served from it / from the device */
 
 	bool failed; /* sticky */
 	bool error_reported;

@@ -68,27 +68,60 @@ struct journal_read_state {
 
 static void journal_read_done(struct io_req *req, int res);
 
-/* Copies the records of the region read into r->out. 0, or -EPROTO /
- * -EBADMSG with *ret_bad_seq the seq that was expected where it failed. */
-static int
-read_walk(const struct journal *j, const struct journal_read_state *st, uint64_t *ret_bad_seq)
+/* Where read_walk finds the entries and their bytes: entries captured at
+ * the call and the device read's buffer, or (from the read cache, during
+ * the call) the live index and the cache. */
+struct walk_src {
+	const struct journal_idx *ent; /* captured, or NULL: the live index from i0 */
+	size_t i0, nent;
+	bool cached;
+	/* cached, no copy: *borrow gets where the records start in the cache;
+	 * -EXDEV if they don't stand back to back there (a batch wrapped to
+	 * the cache's start) */
+	const uint8_t **borrow;
+};
+
+static const struct journal_idx *
+walk_ent(const struct journal *j, const struct walk_src *s, size_t k)
 {
-	struct journal_read_req *r = st->r;
-	uint64_t seq = st->ent[0].seq;
+	return s->ent ? &s->ent[k] : journal_idx_at(j, s->i0 + k);
+}
+
+/* Copies the records of the entries into r->out. 0, or -EPROTO / -EBADMSG
+ * with *ret_bad_seq the seq that was expected where it failed, or -ENODATA:
+ * an entry is not in the read cache. Records from the cache are the bytes
+ * this process checksummed and submitted: their headers are decoded (to
+ * find the records), their payload checksums not checked again. */
+static int
+read_walk(const struct journal *j, struct journal_read_req *r, const struct walk_src *s,
+          uint64_t *ret_bad_seq)
+{
+	uint64_t seq = walk_ent(j, s, 0)->seq;
 	int ret = 0;
 
-	for (size_t k = 0; k < st->nent && ret == 0; k++) {
-		const struct journal_idx *e = &st->ent[k];
-		uint64_t stop = k + 1 < st->nent ? st->ent[k + 1].seq - 1 : r->last_seq;
-		/* Captured entries lie inside the read (checked at the call). */
-		size_t off = (size_t)(e->lpos - r->rlpos), end = off + e->len;
+	for (size_t k = 0; k < s->nent && ret == 0; k++) {
+		const struct journal_idx *e = walk_ent(j, s, k);
+		uint64_t stop = k + 1 < s->nent ? walk_ent(j, s, k + 1)->seq - 1 : r->last_seq;
+		const uint8_t *base;
+		size_t off, end;
 
+		if (s->cached) {
+			base = journal_cache_get(&j->cache, e->lpos, e->len);
+			if (!base)
+				return -ENODATA;
+			off = 0;
+		} else {
+			/* Captured entries lie inside the read (checked at the call). */
+			base = r->rbuf;
+			off = (size_t)(e->lpos - r->rlpos);
+		}
+		end = off + e->len;
 		if (e->seq != seq) {
 			ret = -EPROTO; /* our bug: the index skipped records */
 			break;
 		}
 		for (; seq <= stop; seq++) {
-			const uint8_t *p = r->rbuf + off;
+			const uint8_t *p = base + off;
 			struct journal_rec rec;
 			uint32_t size;
 
@@ -106,9 +139,12 @@ read_walk(const struct journal *j, const struct journal_read_state *st, uint64_t
 				ret = -EPROTO;
 				break;
 			}
-			ret = journal_rec_check_payload(&rec, p + JOURNAL_REC_HDR_SIZE, j->sb.seed);
-			if (ret < 0)
-				break;
+			if (!s->cached) {
+				ret = journal_rec_check_payload(&rec, p + JOURNAL_REC_HDR_SIZE,
+				                                j->sb.seed);
+				if (ret < 0)
+					break;
+			}
 			if (seq >= r->first_seq) {
 				/* The call bounded the range's bytes by out_cap. */
 				if (size > r->out_cap - r->out_len) {
@@ -116,14 +152,19 @@ read_walk(const struct journal *j, const struct journal_read_state *st, uint64_t
 					ret = -EPROTO;
 					break;
 				}
-				memcpy(r->out + r->out_len, p, size);
+				if (!s->borrow)
+					memcpy(r->out + r->out_len, p, size);
+				else if (!*s->borrow)
+					*s->borrow = p;
+				else if (p != *s->borrow + r->out_len)
+					return -EXDEV;
 				r->out_len += size;
 				r->newest_ts_ns = rec.timestamp_ns;
 			}
 			off += size;
 		}
 		/* An entry taken whole ends exactly at its last record. */
-		if (ret == 0 && k + 1 < st->nent && off != end)
+		if (ret == 0 && k + 1 < s->nent && off != end)
 			ret = -EPROTO;
 	}
 	if (ret < 0)
@@ -144,7 +185,9 @@ journal_read_done(struct io_req *req, int res)
 		          r->first_seq, r->last_seq, r->rlpos, strerrordesc_np(-res));
 		res = -EIO;
 	} else {
-		res = read_walk(j, st, &bad_seq);
+		struct walk_src src = {.ent = st->ent, .nent = st->nent};
+
+		res = read_walk(j, r, &src, &bad_seq);
 		if (res < 0 && bad_seq < j->sb.tail_seq) {
 			/* Released and overwritten while the read was in flight. */
 			res = -ENOENT;
@@ -153,6 +196,7 @@ journal_read_done(struct io_req *req, int res)
 			          strerrordesc_np(-res));
 		}
 	}
+	r->data = r->out;
 	if (res < 0) {
 		r->out_len = 0;
 		r->newest_ts_ns = 0;
@@ -237,6 +281,48 @@ journal_read_records(struct journal *j, struct journal_read_req *r)
 			n++;
 		}
 	}
+
+	r->first_seq = r->from_seq;
+	r->last_seq = last;
+	r->nrecords = (uint32_t)(last - r->from_seq + 1); /* <= budget / 64 */
+	r->out_len = 0;
+	r->newest_ts_ns = 0;
+	if (j->cache.buf) {
+		struct walk_src src = {.i0 = i, .nent = n, .cached = true};
+		const uint8_t *borrowed = NULL;
+		uint64_t bad_seq;
+		int res = -EXDEV;
+
+		if (r->may_borrow) {
+			src.borrow = &borrowed;
+			res = read_walk(j, r, &src, &bad_seq);
+			if (res == 0)
+				r->data = borrowed;
+		}
+		if (res == -EXDEV) {
+			r->out_len = 0;
+			r->newest_ts_ns = 0;
+			src.borrow = NULL;
+			res = read_walk(j, r, &src, &bad_seq);
+			r->data = r->out;
+		}
+		if (res == 0) {
+			j->cache_hits++;
+			return JOURNAL_READ_CACHED;
+		}
+		r->out_len = 0;
+		r->newest_ts_ns = 0;
+		r->data = NULL;
+		if (res != -ENODATA) {
+			/* Our own memory failed its header checks: a bug. The
+			 * device copy is checked in full. */
+			log_warn("journal: read cache: record %" PRIu64 " fails its checks (%s); "
+			         "reading it from the device", bad_seq, strerrordesc_np(-res));
+			assert(false);
+		}
+	}
+	j->cache_misses++;
+
 	/* An entry never crosses the area end, so neither does the read. */
 	end = ALIGN_UP(end, align);
 	JRBD_VERIFY(end - start <= limit && end <= (lap + 1) * area);
@@ -256,11 +342,6 @@ journal_read_records(struct journal *j, struct journal_read_req *r)
 	for (size_t k = 0; k < n; k++)
 		st->ent[k] = *journal_idx_at(j, i + k);
 
-	r->first_seq = r->from_seq;
-	r->last_seq = last;
-	r->nrecords = (uint32_t)(last - r->from_seq + 1); /* <= budget / 64 */
-	r->out_len = 0;
-	r->newest_ts_ns = 0;
 	r->j = j;
 	r->rbuf = buf;
 	r->rbuf_len = rlen;

@@ -51,6 +51,8 @@ struct repl_opts {
 	const char *site;        /* this daemon's name in HELLO and logs */
 	unsigned window;         /* READ_JOURNAL requests in flight (secondary); 0: 4 */
 	int compress_level;      /* zstd level 1..19; 0: default (fast mode, -3); < 0: no compression */
+	int64_t read_cache;      /* bytes of the master journal kept in memory for the
+				  * secondary (journal_set_read_cache); 0: 64 MiB; < 0: off */
 	const char *on_event;    /* program run on every pair state change, or NULL */
 	const char *advertise;   /* our replication HOST:PORT as the peer should dial it
 				  * (after a swap); NULL: the bound --listen address */

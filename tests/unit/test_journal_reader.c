@@ -7,6 +7,9 @@
  * reopened journals (index rebuilt by recovery), pipelined reads, the
  * errors (-EAGAIN, -ENOENT, -EINVAL, -EBADMSG, -EIO), and close with reads
  * in flight. On the sync engine, and on uring where io_uring is allowed.
+ * The read cache: the same checks on reads served from memory (copied or
+ * borrowed), falling back to the device for what it no longer holds, across
+ * laps of the area and of the cache.
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -259,6 +262,9 @@ reader_init(struct reader *rd, uint64_t from_seq, uint32_t max_bytes, uint8_t *b
 	rd->res = 1;
 }
 
+/* Reads served from the read cache / borrowed from it, by read_sync. */
+static unsigned cached_reads, borrowed_reads;
+
 /* Starts a read and runs the engine until it completes. The call's own
  * error, or done's result. */
 static int
@@ -266,6 +272,18 @@ read_sync(struct io_engine *e, struct journal *j, struct reader *rd)
 {
 	int r = journal_read_records(j, &rd->req);
 
+	if (r == JOURNAL_READ_CACHED) {
+		cr_assert(eq(u32, rd->ndone, 0), "done called for a cached read");
+		cr_assert(eq(u64, rd->req.first_seq, rd->req.from_seq));
+		cr_assert(eq(u64, rd->req.nrecords, rd->req.last_seq - rd->req.first_seq + 1));
+		cr_assert(rd->req.data != NULL);
+		if (rd->req.data != rd->req.out) {
+			cr_assert(rd->req.may_borrow, "borrowed without leave");
+			borrowed_reads++;
+		}
+		cached_reads++;
+		return 0;
+	}
 	if (r < 0) {
 		cr_assert(eq(u32, rd->ndone, 0), "done called after a synchronous error");
 		return r;
@@ -277,6 +295,7 @@ read_sync(struct io_engine *e, struct journal *j, struct reader *rd)
 	while (!rd->ndone)
 		drain(e);
 	cr_assert(eq(u32, rd->ndone, 1));
+	cr_assert(rd->req.data == rd->req.out, "a device read is returned in out");
 	return rd->res;
 }
 
@@ -296,7 +315,7 @@ check_output(const struct journal *j, const struct reader *rd)
 		const struct journal_rec *want;
 
 		cr_assert(
-		    eq(int, journal_rec_decode(r->out + pos, r->out_len - pos, seed, &got), 0),
+		    eq(int, journal_rec_decode(r->data + pos, r->out_len - pos, seed, &got), 0),
 		    "seq %llu", (unsigned long long)seq);
 		cr_assert(eq(u64, got.seq, seq));
 		cr_assert(ge(u64, seq, model_base));
@@ -304,12 +323,12 @@ check_output(const struct journal *j, const struct reader *rd)
 		cr_assert(le(u64, pos + 64ull + got.payload_len, r->out_len));
 		fill(payload, seq, want->payload_len);
 		journal_rec_encode(want, payload, seed, hdr);
-		cr_assert(eq(int, memcmp(hdr, r->out + pos, JOURNAL_REC_HDR_SIZE), 0),
+		cr_assert(eq(int, memcmp(hdr, r->data + pos, JOURNAL_REC_HDR_SIZE), 0),
 		          "header of seq %llu differs", (unsigned long long)seq);
 		cr_assert(eq(u32, got.payload_len, want->payload_len));
-		cr_assert(eq(int, memcmp(payload, r->out + pos + 64, got.payload_len), 0),
+		cr_assert(eq(int, memcmp(payload, r->data + pos + 64, got.payload_len), 0),
 		          "payload of seq %llu differs", (unsigned long long)seq);
-		cr_assert(eq(int, journal_rec_check_payload(&got, r->out + pos + 64, seed), 0));
+		cr_assert(eq(int, journal_rec_check_payload(&got, r->data + pos + 64, seed), 0));
 		pos += 64 + got.payload_len;
 		seq++;
 	}
@@ -414,6 +433,75 @@ Test(journal_reader, reads_back_everything_sync)
 Test(journal_reader, reads_back_everything_uring)
 {
 	reads_back_everything("uring");
+}
+
+/* The read cache holds the newest batches only: older records come from the
+ * device, newer ones from memory, and both read back exactly as appended,
+ * whatever the budget, copied or borrowed. It exists only while a consumer
+ * does. */
+Test(journal_reader, read_cache_and_device_agree)
+{
+	struct io_engine *e = engine("sync");
+	struct ctx c = {0};
+	struct journal *j;
+	uint64_t last = 0;
+
+	format(64 * MiB, 0);
+	j = jopen(e, &c);
+	journal_set_read_cache(j, 4 * MiB);
+	cr_assert(eq(u64, stats(j).read_cache_bytes, 0), "no consumer, no cache");
+	cr_assert(eq(int, journal_consumer_add(j, 7), 0));
+	cr_assert(eq(u64, stats(j).read_cache_bytes, 4 * MiB));
+	for (unsigned i = 0; i < 400; i++) {
+		last = append_mixed(j, i);
+		if (i % 9 == 8) {
+			journal_commit(j);
+			drain(e);
+		}
+	}
+	journal_commit(j);
+	drain(e);
+	cr_assert(eq(u64, c.durable_seq, last));
+	cr_assert(gt(u64, stats(j).bytes_written, 16 * MiB), "much more than the cache");
+
+	for (unsigned borrow = 0; borrow < 2; borrow++) {
+		static const uint32_t budgets[] = {1, 100000, MiB, 3 * MiB};
+
+		for (size_t b = 0; b < sizeof(budgets) / sizeof(budgets[0]); b++) {
+			cached_reads = borrowed_reads = 0;
+			for (uint64_t from = 1; from <= last;) {
+				struct reader rd;
+
+				reader_init(&rd, from, budgets[b], out);
+				rd.req.may_borrow = borrow;
+				cr_assert(eq(int, read_sync(e, j, &rd), 0));
+				check_output(j, &rd);
+				from = rd.req.last_seq + 1;
+			}
+			cr_assert(gt(u32, cached_reads, 0), "the newest records come from memory");
+			if (borrow)
+				cr_assert(gt(u32, borrowed_reads, 0));
+			else
+				cr_assert(eq(u32, borrowed_reads, 0));
+		}
+	}
+	cr_assert(gt(u64, stats(j).read_cache_misses, 0), "the oldest from the device");
+	cr_assert(gt(u64, stats(j).read_cache_hits, 0));
+	/* The last record, alone, from memory; the first from the device. */
+	{
+		struct reader rd;
+
+		reader_init(&rd, last, MiB, out);
+		cr_assert(eq(int, journal_read_records(j, &rd.req), JOURNAL_READ_CACHED));
+		check_output(j, &rd);
+		reader_init(&rd, 1, MiB, out);
+		cr_assert(eq(int, read_sync(e, j, &rd), 0));
+		check_output(j, &rd);
+	}
+	cr_assert(eq(int, journal_consumer_remove(j, 7), 0));
+	cr_assert(eq(u64, stats(j).read_cache_bytes, 0), "freed with the last consumer");
+	journal_close(j);
+	io_engine_free(e);
 }
 
 /* Small records in full 2 MiB batches: a budget smaller than a batch still
@@ -530,7 +618,7 @@ Test(journal_reader, pipelined_reads)
 /* A 16 MiB journal laps many times; a consumer releases what was read, and
  * reading follows the writer around the area. */
 static void
-wraps_around(const char *engine_name, unsigned laps)
+wraps_around_cached(const char *engine_name, unsigned laps, size_t cache)
 {
 	struct io_engine *e = engine(engine_name);
 	struct ctx c = {0};
@@ -541,6 +629,8 @@ wraps_around(const char *engine_name, unsigned laps)
 
 	format(JOURNAL_MIN_SIZE, 0);
 	j = jopen(e, &c);
+	journal_set_read_cache(j, cache);
+	cached_reads = borrowed_reads = 0;
 	cr_assert(eq(int, journal_consumer_add(j, 42), 0));
 	st = stats(j);
 	while (stats(j).head_lpos < laps * st.area_size) {
@@ -556,6 +646,7 @@ wraps_around(const char *engine_name, unsigned laps)
 			int r;
 
 			reader_init(&rd, next_read, (uint32_t)(i % 3 ? 1 * MiB : 5 * MiB), out);
+			rd.req.may_borrow = reads % 2;
 			r = read_sync(e, j, &rd);
 			if (r == -EAGAIN)
 				break;
@@ -582,14 +673,36 @@ wraps_around(const char *engine_name, unsigned laps)
 	}
 	cr_assert(ge(u64, lap_seen, laps));
 	cr_assert(eq(u32, c.nerror, 0));
-	cr_log_info("%u reads over %u laps", reads, laps);
+	if (cache) {
+		/* The sender keeps up: everything comes from memory, half of it
+		 * borrowed (the rest copied where a batch wrapped the cache). */
+		cr_assert(eq(u32, cached_reads, reads));
+		cr_assert(eq(u64, stats(j).read_cache_hits, reads));
+		cr_assert(eq(u64, stats(j).read_cache_misses, 0));
+		cr_assert(gt(u32, borrowed_reads, reads / 4));
+	} else {
+		cr_assert(eq(u32, cached_reads, 0));
+	}
+	cr_log_info("%u reads over %u laps, %u from the cache", reads, laps, cached_reads);
 	journal_close(j);
 	io_engine_free(e);
+}
+
+static void
+wraps_around(const char *engine_name, unsigned laps)
+{
+	wraps_around_cached(engine_name, laps, 0);
 }
 
 Test(journal_reader, wraps_around_sync)
 {
 	wraps_around("sync", 6);
+}
+
+/* A cache smaller than the area: it laps several times per lap of the area. */
+Test(journal_reader, wraps_around_from_the_read_cache)
+{
+	wraps_around_cached("sync", 6, 5 * MiB);
 }
 
 Test(journal_reader, wraps_around_uring)
