@@ -128,6 +128,37 @@ err:
 	return r;
 }
 
+int
+loop_timer_start_oneshot(struct loop *loop, struct loop_timer *t, loop_fn *fn, void *arg)
+{
+	int r;
+
+	t->fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (t->fd < 0)
+		return -errno;
+	t->fn = fn;
+	t->arg = arg;
+	r = loop_add_fd(loop, &t->h, t->fd, EPOLLIN, timer_fired, t);
+	if (r < 0) {
+		close(t->fd);
+		t->fd = -1;
+	}
+	return r;
+}
+
+int
+loop_timer_arm(struct loop_timer *t, uint64_t delay_us)
+{
+	struct itimerspec its = {0};
+
+	if (t->fd < 0)
+		return -EBADF;
+	delay_us = delay_us ? delay_us : 1; /* 0 would disarm it */
+	its.it_value.tv_sec = (time_t)(delay_us / 1000000);
+	its.it_value.tv_nsec = (long)(delay_us % 1000000) * 1000L;
+	return timerfd_settime(t->fd, 0, &its, NULL) < 0 ? -errno : 0;
+}
+
 void
 loop_timer_stop(struct loop *loop, struct loop_timer *t)
 {

@@ -54,6 +54,11 @@ void loop_del_fd(struct loop *loop, struct loop_handle *h);
 int loop_timer_start(struct loop *loop, struct loop_timer *t, uint64_t interval_ms, loop_fn *fn,
 		     void *arg);
 void loop_timer_stop(struct loop *loop, struct loop_timer *t);
+/* A one-shot timer: created disarmed by loop_timer_start_oneshot, fires fn
+ * once delay_us after each loop_timer_arm (re-arming moves the deadline);
+ * stopped with loop_timer_stop. */
+int loop_timer_start_oneshot(struct loop *loop, struct loop_timer *t, loop_fn *fn, void *arg);
+int loop_timer_arm(struct loop_timer *t, uint64_t delay_us);
 
 /* Runs fn before every sleep, in registration order. */
 void loop_add_hook(struct loop *loop, struct loop_hook *hook, loop_fn *fn, void *arg);

@@ -71,6 +71,10 @@
 /* The master journal's read cache while a secondary reads it (see
  * journal_set_read_cache): at 1.5 GB/s of host writes, 40 ms of them. */
 #define REPL_READ_CACHE_DEFAULT (64u << 20)
+/* Async: fewer than REPL_COALESCE_RECORDS new records wait up to
+ * REPL_COALESCE_US to travel together (see primary_serve). */
+#define REPL_COALESCE_RECORDS 128u
+#define REPL_COALESCE_US 1000u
 
 struct pair;
 struct repl;
@@ -145,6 +149,7 @@ struct pair {
 	struct jread reads[REPL_MAX_READS];
 	uint64_t remote_received, remote_restored, remote_restored_ts;
 	struct batch_compressor *bc; /* primary; NULL: compression off */
+	uint64_t coalesce_until_ns;  /* primary, async: new records wait until then */
 	uint64_t raw_bytes, sent_data_bytes, batches_sent;
 	uint64_t last_status_ms;
 
@@ -216,6 +221,8 @@ struct repl {
 	int listen_fd;
 	struct loop_handle listen_h;
 	struct loop_timer tick;
+	struct loop_timer nudge; /* one-shot: ends a reply's coalescing delay */
+	uint64_t nudge_at_ns;    /* when it fires; 0: disarmed */
 	struct loop_hook hook;
 	struct conn *conns;
 	struct pair *pairs;
@@ -435,6 +442,28 @@ pop_req(struct pair *p, unsigned i)
 		(p->nreqs - i) * sizeof(p->req_deadline_ms[0]));
 }
 
+/* The nudge fired: the loop's hook serves what waited. */
+static void
+repl_nudged(struct loop *loop, void *arg)
+{
+	struct repl *r = arg;
+
+	(void)loop;
+	r->nudge_at_ns = 0;
+}
+
+/* Makes the loop run its hook at `at` (monotonic ns) or earlier. */
+static void
+nudge_at(struct repl *r, uint64_t at)
+{
+	uint64_t now = util_mono_ns();
+
+	if (r->nudge_at_ns && r->nudge_at_ns <= at && r->nudge_at_ns > now)
+		return; /* an earlier nudge is due */
+	if (loop_timer_arm(&r->nudge, at > now ? (at - now) / 1000 : 0) == 0)
+		r->nudge_at_ns = at;
+}
+
 static size_t
 read_cache_bytes(const struct repl *r)
 {
@@ -448,7 +477,7 @@ primary_serve(struct pair *p)
 {
 	struct journal *j = group_journal(p->g);
 	struct journal_stats js;
-	uint64_t now, limit;
+	uint64_t now, limit, avail;
 
 	if (!p->ready)
 		return;
@@ -459,6 +488,24 @@ primary_serve(struct pair *p)
 	limit = state_flowing(p->pc.state) && !p->resync_pending ? js.durable_seq : 0;
 	if (p->drain_target)
 		limit = MIN(limit, p->drain_target);
+	avail = limit;
+	/* Async: a few new records wait up to REPL_COALESCE_US for more, so
+	 * they travel together. At a low queue depth a reply per record costs
+	 * the primary a send (and on loopback the secondary's wakeup) and the
+	 * secondary a request back, per host write; the lag grows by at most
+	 * the delay. Sync mode (hosts wait for the secondary) and drains
+	 * (a command waits) go at once. */
+	if (p->nreqs && p->cursor <= limit && limit - p->cursor + 1 < REPL_COALESCE_RECORDS &&
+	    p->pc.mode == PAIR_MODE_ASYNC && !p->drain_target) {
+		uint64_t now_ns = util_mono_ns();
+
+		if (!p->coalesce_until_ns) {
+			p->coalesce_until_ns = now_ns + REPL_COALESCE_US * 1000ull;
+			nudge_at(p->r, p->coalesce_until_ns);
+		}
+		if (now_ns < p->coalesce_until_ns)
+			limit = p->cursor - 1;
+	}
 	while (p->nreqs && p->cursor <= limit) {
 		struct jread *rd = NULL;
 		unsigned reading = 0;
@@ -512,6 +559,8 @@ primary_serve(struct pair *p)
 		p->cursor = rd->jr.last_seq + 1;
 		pop_req(p, 0);
 	}
+	if (p->cursor > avail)
+		p->coalesce_until_ns = 0; /* all sent: the next record starts a new wait */
 	/* Long polls that found nothing. */
 	now = now_ms();
 	for (unsigned i = 0; i < p->nreqs;) {
@@ -3234,6 +3283,7 @@ repl_new(struct loop *loop, struct io_engine *io, const struct repl_opts *opts,
 	r->opts = *opts;
 	r->listen_fd = -1;
 	r->tick.fd = -1;
+	r->nudge.fd = -1;
 	snprintf(r->site, sizeof(r->site), "%s", opts->site ? opts->site : "jrbd");
 	if (opts->secret_file) {
 		ret_code = auth_init();
@@ -3257,6 +3307,9 @@ repl_new(struct loop *loop, struct io_engine *io, const struct repl_opts *opts,
 			goto fail;
 	}
 	ret_code = loop_timer_start(loop, &r->tick, REPL_TICK_MS, repl_tick, r);
+	if (ret_code < 0)
+		goto fail;
+	ret_code = loop_timer_start_oneshot(loop, &r->nudge, repl_nudged, r);
 	if (ret_code < 0)
 		goto fail;
 	loop_add_hook(loop, &r->hook, repl_hook, r);
@@ -3300,6 +3353,8 @@ repl_free(struct repl *r)
 	/* Zombies still in flight are freed by their completions (group_close). */
 	if (r->tick.fd >= 0)
 		loop_timer_stop(r->loop, &r->tick);
+	if (r->nudge.fd >= 0)
+		loop_timer_stop(r->loop, &r->nudge);
 	if (r->hook.registered)
 		loop_del_hook(r->loop, &r->hook);
 	if (r->listen_fd >= 0) {

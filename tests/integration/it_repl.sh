@@ -138,6 +138,25 @@ rm -f "$T/sread.img"
 cmp_vols g1 data
 ok "3. secondary export: write refused with EPERM, reads equal the P-VOL"
 
+# --- 3b. async: lone writes travel together -------------------------------
+# One write every 0.5 ms at queue depth 1: in async mode a few new records
+# wait up to 1 ms for more, so there are clearly fewer replies than records
+# (one reply per record without the wait). Everything still arrives.
+b0=$(pj "$A" g1 'p["link"]["batches"]')
+w0=$(pj "$A" g1 'p["seq"]["written"]')
+fio_bg lone --uri="$(uri "$A" data)" --rw=randwrite --bs=4k --iodepth=1 --size=16M \
+	--rate_iops=2000 --number_ios=2000
+fio_ok lone
+wait_drain g1 60
+b1=$(pj "$A" g1 'p["link"]["batches"]')
+w1=$(pj "$A" g1 'p["seq"]["written"]')
+recs=$((w1 - w0)) replies=$((b1 - b0))
+[ "$recs" -ge 2000 ] || fail "only $recs records for 2000 writes"
+[ $((replies * 10)) -le $((recs * 8)) ] ||
+	fail "async: $replies replies for $recs lone records: they did not travel together"
+cmp_vols g1 data log
+ok "3b. async, queue depth 1: $recs records in $replies replies, drained, S-VOLs equal"
+
 # --- 4. kill -9 the secondary mid-restore -------------------------------
 
 for at in 0.5 2 3.5; do
