@@ -49,7 +49,9 @@
  * holding a seq and gives the exact byte extent of the entries after it, so
  * the range a read returns is decided before the read is issued. The reader
  * shares this file's state through journal_internal.h; journal_close() waits
- * for its reads.
+ * for its reads. While the journal has a consumer, each submitted batch is
+ * also copied into the read cache (journal_cache.c) so that a reader that
+ * keeps up is served from memory.
  *
  * Not here: deciding when to checkpoint (the group does).
  */

@@ -23,6 +23,14 @@
  * it stays inside its entry, epoch no newer than the journal's), and copies
  * those >= from_seq into the caller's buffer exactly as stored.
  *
+ * The read cache (journal_cache.c) comes first: when every entry of the
+ * range is still in memory, the same walk runs during the call over the
+ * cached bytes, without a device read and without re-checking payload
+ * checksums (they are the bytes this process checksummed and submitted),
+ * and the request completes on return (JOURNAL_READ_CACHED). With
+ * may_borrow, records standing back to back in the cache are not even
+ * copied: data points at them. Otherwise, the device:
+ *
  * Records read are only valid while retained: the caller's consumer must
  * hold them until the read completes. If the tail passed a record while the
  * read was in flight and its space was reused, the damage it finds is

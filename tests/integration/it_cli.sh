@@ -20,6 +20,17 @@ grep -q "already owned by a running jrbd daemon (pid $PID1)" "$T/second.log" ||
 	{ cat "$T/second.log"; fail "second daemon: unclear error"; }
 ok "second daemon refused"
 
+# Bad daemon options: usage error (2) naming the option, nothing started.
+for bad in "--read-cache 1M" "--read-cache lots" "--window 0" "--compress-level 20"; do
+	rc=0
+	# shellcheck disable=SC2086
+	"$JRBD" daemon --dir "$T/never" $bad >"$T/bad.log" 2>&1 || rc=$?
+	[ $rc -eq 2 ] || fail "daemon $bad: exit $rc, expected 2"
+	grep -q -- "${bad%% *}" "$T/bad.log" || { cat "$T/bad.log"; fail "daemon $bad: message does not name the option"; }
+	[ ! -e "$T/never" ] || fail "daemon $bad created its directory"
+done
+ok "bad daemon options refused with a usage error naming the option"
+
 export JRBD_DIR=$A
 "$JRBD" group create g1 --journal "$A/j.img" --journal-size 32M \
 	--volume data="$A/data.img":64M --volume logs="$A/logs.img":16M >/dev/null
