@@ -960,6 +960,20 @@ journal_consumer_release(struct journal *j, uint64_t id, uint64_t released_seq)
 	return 0;
 }
 
+int
+journal_consumer_released(const struct journal *j, uint64_t id, uint64_t *ret)
+{
+	int i;
+
+	if (id == 0)
+		return -ENOENT;
+	i = consumer_find(j, id);
+	if (i < 0)
+		return i;
+	*ret = j->cons[i].released_seq;
+	return 0;
+}
+
 /* --- introspection --- */
 
 void

@@ -226,6 +226,9 @@ void journal_set_checkpoint(struct journal *j, uint64_t ckpt_seq);
 int journal_consumer_add(struct journal *j, uint64_t id);
 int journal_consumer_remove(struct journal *j, uint64_t id);
 int journal_consumer_release(struct journal *j, uint64_t id, uint64_t released_seq);
+/* The consumer's latest release (the superblock's copy may be older):
+ * 0 and *ret, or -ENOENT. */
+int journal_consumer_released(const struct journal *j, uint64_t id, uint64_t *ret);
 
 /*
  * Reading retained records back by seq (the replication sender).

@@ -329,7 +329,8 @@ journal_read_records(struct journal *j, struct journal_read_req *r)
 			assert(false);
 		}
 	}
-	j->cache_misses++;
+	if (j->cache.buf)
+		j->cache_misses++;
 
 	/* An entry never crosses the area end, so neither does the read. */
 	end = ALIGN_UP(end, align);

@@ -460,7 +460,8 @@ nudge_at(struct repl *r, uint64_t at)
 
 	if (r->nudge_at_ns && r->nudge_at_ns <= at && r->nudge_at_ns > now)
 		return; /* an earlier nudge is due */
-	if (loop_timer_arm(&r->nudge, at > now ? (at - now) / 1000 : 0) == 0)
+	/* Rounded up: fired before `at`, it would find the records still held. */
+	if (loop_timer_arm(&r->nudge, at > now ? (at - now + 999) / 1000 : 0) == 0)
 		r->nudge_at_ns = at;
 }
 
@@ -499,12 +500,14 @@ primary_serve(struct pair *p)
 	    p->pc.mode == PAIR_MODE_ASYNC && !p->drain_target) {
 		uint64_t now_ns = util_mono_ns();
 
-		if (!p->coalesce_until_ns) {
+		if (!p->coalesce_until_ns)
 			p->coalesce_until_ns = now_ns + REPL_COALESCE_US * 1000ull;
+		if (now_ns < p->coalesce_until_ns) {
+			limit = p->cursor - 1;
+			/* Every time: the nudge armed may be for an earlier
+			 * deadline (another pair's, or a wait already over). */
 			nudge_at(p->r, p->coalesce_until_ns);
 		}
-		if (now_ns < p->coalesce_until_ns)
-			limit = p->cursor - 1;
 	}
 	while (p->nreqs && p->cursor <= limit) {
 		struct jread *rd = NULL;
@@ -564,7 +567,7 @@ primary_serve(struct pair *p)
 	/* Long polls that found nothing. */
 	now = now_ms();
 	for (unsigned i = 0; i < p->nreqs;) {
-		if (now >= p->req_deadline_ms[i] && p->cursor > limit) {
+		if (now >= p->req_deadline_ms[i] && p->cursor > avail) {
 			send_empty(p, p->reqs[i].req_id);
 			pop_req(p, i);
 		} else {
@@ -1494,18 +1497,11 @@ cmd_begin(struct pair *p, enum pair_cmd kind, repl_create_cb *cb, void *arg)
 	p->cmd_deadline_ms = now_ms() + REPL_CMD_TIMEOUT_MS;
 }
 
+/* The live release (not the superblock's copy, which may lag). */
 static bool
 consumer_released(struct group *g, uint64_t id, uint64_t *ret)
 {
-	const struct journal_sb *sb = journal_get_sb(group_journal(g));
-
-	for (unsigned i = 0; i < JOURNAL_MAX_CONSUMERS; i++) {
-		if (sb->consumers[i].id == id) {
-			*ret = sb->consumers[i].released_seq;
-			return true;
-		}
-	}
-	return false;
+	return journal_consumer_released(group_journal(g), id, ret) == 0;
 }
 
 static uint64_t
@@ -1664,7 +1660,8 @@ primary_suspend(struct pair *p, enum pair_state st, enum pair_cause cause, const
 	}
 	journal_get_stats(group_journal(p->g), &js);
 	held = consumer_released(p->g, p->pc.id, &rel);
-	/* The superblock's copy may lag what the secondary reported. */
+	/* The release may lag what the secondary reported (nothing before
+	 * start_seq is released). */
 	if (held && p->remote_restored > rel && p->remote_restored < js.next_seq)
 		rel = p->remote_restored;
 	p->drain_target = 0;
@@ -3128,8 +3125,7 @@ primary_health(struct pair *p, uint64_t now)
 		if (blocked && now - blocked >= 2 * REPL_TICK_MS) {
 			uint64_t rel = 0;
 
-			/* Full because the secondary holds the tail, not the checkpoint
-			 * (the superblock's copy of its release may lag its reports). */
+			/* Full because the secondary holds the tail, not the checkpoint. */
 			if (consumer_released(p->g, p->pc.id, &rel) &&
 			    MAX(rel, p->remote_restored) + 1 < js.ckpt_seq) {
 				char why[256];

@@ -1005,8 +1005,13 @@ Test(journal, consumers_hold_the_tail)
 		cr_assert(eq(int, journal_consumer_release(j, 7, 47), 0));
 		drain(e);
 		cr_assert(eq(u64, stats(j).tail_seq, 41));
+		uint64_t rel = 0;
+
 		cr_assert(eq(u64, journal_get_sb(j)->sb_gen, gen), "no superblock write");
 		cr_assert(eq(u64, journal_get_sb(j)->consumers[0].released_seq, 45));
+		cr_assert(eq(int, journal_consumer_released(j, 7, &rel), 0));
+		cr_assert(eq(u64, rel, 47), "the live release");
+		cr_assert(eq(int, journal_consumer_released(j, 8, &rel), -ENOENT));
 	}
 	journal_close(j);
 
