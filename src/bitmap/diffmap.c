@@ -48,18 +48,6 @@ struct diffmap {
 	size_t ndirty;         /* dirty bits set */
 };
 
-static void __attribute__((format(printf, 3, 4)))
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static bool
 valid_region_size(uint32_t size)
 {
@@ -178,33 +166,6 @@ header_write(const struct diffmap *m)
 	return util_pwrite_full(m->fd, hdr, sizeof(hdr), 0);
 }
 
-/* Makes a new directory entry durable. */
-static int
-fsync_parent(const char *path)
-{
-	char *copy = strdup(path), *slash;
-	int fd, r = 0;
-
-	if (!copy)
-		return -ENOMEM;
-	/* copy holds at least 2 bytes: path is not empty. */
-	slash = strrchr(copy, '/');
-	if (!slash) {
-		copy[0] = '.';
-		copy[1] = '\0';
-	} else if (slash == copy)
-		copy[1] = '\0';
-	else
-		*slash = '\0';
-	fd = open(copy, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0)
-		r = -errno;
-	if (fd >= 0)
-		close(fd);
-	free(copy);
-	return r;
-}
-
 /* Sets the geometry for vol_size and allocates a clear map and dirty mask. */
 static int
 geometry_init(struct diffmap *m, uint64_t vol_size, uint32_t region_size)
@@ -280,13 +241,13 @@ map_create(struct diffmap *m, const char *path, char *err, size_t errlen)
 	if (asprintf(&tmp, "%s.tmp", path) < 0) {
 		tmp = NULL;
 		r = -ENOMEM;
-		set_err(err, errlen, "diffmap '%s': out of memory", path);
+		util_set_err(err, errlen, "diffmap '%s': out of memory", path);
 		goto out;
 	}
 	m->fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (m->fd < 0) {
 		r = -errno;
-		set_err(err, errlen, "diffmap '%s': create: %s", tmp, strerrordesc_np(-r));
+		util_set_err(err, errlen, "diffmap '%s': create: %s", tmp, strerrordesc_np(-r));
 		goto out;
 	}
 	header_encode(hdr, m->region_size, m->vol_size, m->nregions);
@@ -299,14 +260,14 @@ map_create(struct diffmap *m, const char *path, char *err, size_t errlen)
 	if (r == 0 && rename(tmp, path) < 0)
 		r = -errno;
 	if (r < 0) {
-		set_err(err, errlen, "diffmap '%s': create: %s", path, strerrordesc_np(-r));
+		util_set_err(err, errlen, "diffmap '%s': create: %s", path, strerrordesc_np(-r));
 		unlink(tmp);
 		goto out;
 	}
-	r = fsync_parent(path);
+	r = util_fsync_parent(path);
 	if (r < 0)
-		set_err(err, errlen, "diffmap '%s': fsync directory: %s", path,
-		        strerrordesc_np(-r));
+		util_set_err(err, errlen, "diffmap '%s': fsync directory: %s", path,
+		             strerrordesc_np(-r));
 out:
 	free(tmp);
 	return r;
@@ -324,28 +285,30 @@ header_read(const struct diffmap *m, const char *path, uint64_t file_size, uint3
 	int r;
 
 	if (file_size < DIFFMAP_HDR_SIZE) {
-		set_err(err, errlen,
-		        "diffmap '%s': file too short for a header (%" PRIu64 " bytes)", path,
-		        file_size);
+		util_set_err(err, errlen,
+		             "diffmap '%s': file too short for a header (%" PRIu64 " bytes)", path,
+		             file_size);
 		return -EBADMSG;
 	}
 	r = util_pread_full(m->fd, hdr, sizeof(hdr), 0);
 	if (r < 0) {
-		set_err(err, errlen, "diffmap '%s': read header: %s", path, strerrordesc_np(-r));
+		util_set_err(err, errlen, "diffmap '%s': read header: %s", path,
+		             strerrordesc_np(-r));
 		return r;
 	}
 	if (memcmp(hdr + DIFFMAP_OFF_MAGIC, DIFFMAP_MAGIC, 8) != 0) {
-		set_err(err, errlen, "diffmap '%s': bad magic (not a diffmap file)", path);
+		util_set_err(err, errlen, "diffmap '%s': bad magic (not a diffmap file)", path);
 		return -EBADMSG;
 	}
 	if (le_get64(hdr + DIFFMAP_OFF_CSUM) != XXH3_64bits(hdr, DIFFMAP_OFF_CSUM)) {
-		set_err(err, errlen, "diffmap '%s': header checksum mismatch", path);
+		util_set_err(err, errlen, "diffmap '%s': header checksum mismatch", path);
 		return -EBADMSG;
 	}
 	version = le_get32(hdr + DIFFMAP_OFF_VERSION);
 	if (version != DIFFMAP_VERSION) {
-		set_err(err, errlen, "diffmap '%s': unsupported version %" PRIu32 " (expected %u)",
-		        path, version, DIFFMAP_VERSION);
+		util_set_err(err, errlen,
+		             "diffmap '%s': unsupported version %" PRIu32 " (expected %u)", path,
+		             version, DIFFMAP_VERSION);
 		return -EBADMSG;
 	}
 	rsize = le_get32(hdr + DIFFMAP_OFF_REGION_SIZE);
@@ -353,24 +316,24 @@ header_read(const struct diffmap *m, const char *path, uint64_t file_size, uint3
 	nregions = le_get64(hdr + DIFFMAP_OFF_NREGIONS);
 	if (!valid_region_size(rsize) || vol_size == 0 ||
 	    nregions != nregions_for(vol_size, (unsigned)__builtin_ctz(rsize))) {
-		set_err(err, errlen,
-		        "diffmap '%s': inconsistent header (region size %" PRIu32
-		        ", volume size %" PRIu64 ", %" PRIu64 " regions)",
-		        path, rsize, vol_size, nregions);
+		util_set_err(err, errlen,
+		             "diffmap '%s': inconsistent header (region size %" PRIu32
+		             ", volume size %" PRIu64 ", %" PRIu64 " regions)",
+		             path, rsize, vol_size, nregions);
 		return -EBADMSG;
 	}
 	if (file_size - DIFFMAP_HDR_SIZE < area_len_for(nregions)) {
-		set_err(err, errlen,
-		        "diffmap '%s': file truncated (%" PRIu64 " bytes, %" PRIu64
-		        " regions need %" PRIu64 ")",
-		        path, file_size, nregions, DIFFMAP_HDR_SIZE + area_len_for(nregions));
+		util_set_err(err, errlen,
+		             "diffmap '%s': file truncated (%" PRIu64 " bytes, %" PRIu64
+		             " regions need %" PRIu64 ")",
+		             path, file_size, nregions, DIFFMAP_HDR_SIZE + area_len_for(nregions));
 		return -EBADMSG;
 	}
 	if (rsize != region_size) {
-		set_err(err, errlen,
-		        "diffmap '%s': region size is %" PRIu32 " bytes in the file, %" PRIu32
-		        " requested",
-		        path, rsize, region_size);
+		util_set_err(err, errlen,
+		             "diffmap '%s': region size is %" PRIu32 " bytes in the file, %" PRIu32
+		             " requested",
+		             path, rsize, region_size);
 		return -EINVAL;
 	}
 	*ret_vol_size = vol_size;
@@ -389,11 +352,11 @@ map_load(struct diffmap *m, const char *path, uint64_t vol_size, uint32_t region
 
 	if (fstat(m->fd, &st) < 0) {
 		r = -errno;
-		set_err(err, errlen, "diffmap '%s': stat: %s", path, strerrordesc_np(-r));
+		util_set_err(err, errlen, "diffmap '%s': stat: %s", path, strerrordesc_np(-r));
 		return r;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		set_err(err, errlen, "diffmap '%s': not a regular file", path);
+		util_set_err(err, errlen, "diffmap '%s': not a regular file", path);
 		return -EINVAL;
 	}
 	r = header_read(m, path, (uint64_t)st.st_size, region_size, &old_vol, &old_nregions, err,
@@ -401,22 +364,22 @@ map_load(struct diffmap *m, const char *path, uint64_t vol_size, uint32_t region
 	if (r < 0)
 		return r;
 	if (vol_size < old_vol) {
-		set_err(err, errlen,
-		        "diffmap '%s': volume shrank from %" PRIu64 " to %" PRIu64
-		        " bytes (not supported)",
-		        path, old_vol, vol_size);
+		util_set_err(err, errlen,
+		             "diffmap '%s': volume shrank from %" PRIu64 " to %" PRIu64
+		             " bytes (not supported)",
+		             path, old_vol, vol_size);
 		return -EINVAL;
 	}
 	r = geometry_init(m, vol_size, region_size);
 	if (r < 0) {
-		set_err(err, errlen, "diffmap '%s': %" PRIu64 " regions: %s", path, m->nregions,
-		        strerrordesc_np(-r));
+		util_set_err(err, errlen, "diffmap '%s': %" PRIu64 " regions: %s", path,
+		             m->nregions, strerrordesc_np(-r));
 		return r;
 	}
 	old_area = area_len_for(old_nregions); /* <= m->area_len */
 	r = util_pread_full(m->fd, m->bits, (size_t)old_area, DIFFMAP_HDR_SIZE);
 	if (r < 0) {
-		set_err(err, errlen, "diffmap '%s': read bits: %s", path, strerrordesc_np(-r));
+		util_set_err(err, errlen, "diffmap '%s': read bits: %s", path, strerrordesc_np(-r));
 		return r;
 	}
 	m->count = 0;
@@ -449,8 +412,9 @@ map_load(struct diffmap *m, const char *path, uint64_t vol_size, uint32_t region
 	if (r == 0 && fdatasync(m->fd) < 0)
 		r = -errno;
 	if (r < 0) {
-		set_err(err, errlen, "diffmap '%s': grow from %" PRIu64 " to %" PRIu64 " bytes: %s",
-		        path, old_vol, vol_size, strerrordesc_np(-r));
+		util_set_err(err, errlen,
+		             "diffmap '%s': grow from %" PRIu64 " to %" PRIu64 " bytes: %s", path,
+		             old_vol, vol_size, strerrordesc_np(-r));
 		return r;
 	}
 	dirty_reset(m);
@@ -465,23 +429,23 @@ diffmap_open(const char *path, uint64_t vol_size, uint32_t region_size, struct d
 	int r;
 
 	if (!path || !*path || !ret) {
-		set_err(err, errlen, "diffmap: no path");
+		util_set_err(err, errlen, "diffmap: no path");
 		return -EINVAL;
 	}
 	if (!valid_region_size(region_size)) {
-		set_err(err, errlen,
-		        "diffmap '%s': bad region size %" PRIu32
-		        " (a power of two from 4 KiB to 1 GiB)",
-		        path, region_size);
+		util_set_err(err, errlen,
+		             "diffmap '%s': bad region size %" PRIu32
+		             " (a power of two from 4 KiB to 1 GiB)",
+		             path, region_size);
 		return -EINVAL;
 	}
 	if (vol_size == 0) {
-		set_err(err, errlen, "diffmap '%s': volume size is 0", path);
+		util_set_err(err, errlen, "diffmap '%s': volume size is 0", path);
 		return -EINVAL;
 	}
 	m = calloc(1, sizeof(*m));
 	if (!m) {
-		set_err(err, errlen, "diffmap '%s': out of memory", path);
+		util_set_err(err, errlen, "diffmap '%s': out of memory", path);
 		return -ENOMEM;
 	}
 	m->fd = open(path, O_RDWR | O_CLOEXEC);
@@ -490,13 +454,13 @@ diffmap_open(const char *path, uint64_t vol_size, uint32_t region_size, struct d
 	} else if (errno == ENOENT) {
 		r = geometry_init(m, vol_size, region_size);
 		if (r < 0)
-			set_err(err, errlen, "diffmap '%s': %" PRIu64 " regions: %s", path,
-			        m->nregions, strerrordesc_np(-r));
+			util_set_err(err, errlen, "diffmap '%s': %" PRIu64 " regions: %s", path,
+			             m->nregions, strerrordesc_np(-r));
 		else
 			r = map_create(m, path, err, errlen);
 	} else {
 		r = -errno;
-		set_err(err, errlen, "diffmap '%s': open: %s", path, strerrordesc_np(-r));
+		util_set_err(err, errlen, "diffmap '%s': open: %s", path, strerrordesc_np(-r));
 	}
 	if (r < 0) {
 		diffmap_close(m);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,4 +229,52 @@ util_valid_name(const char *name, size_t maxlen)
 			return false;
 	}
 	return true;
+}
+
+int
+util_fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int
+util_fsync_parent(const char *path)
+{
+	char *copy = strdup(path), *slash;
+	int r;
+
+	if (!copy)
+		return -ENOMEM;
+	/* dirname() by hand: the libc one isn't thread-safe. */
+	slash = strrchr(copy, '/');
+	if (!slash)
+		r = util_fsync_dir(".");
+	else {
+		if (slash == copy)
+			slash++; /* the root: keep its "/" */
+		*slash = '\0';
+		r = util_fsync_dir(copy);
+	}
+	free(copy);
+	return r;
+}
+
+void
+util_set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
 }

@@ -27,6 +27,16 @@ int util_fd_size(int fd, uint64_t *ret_size);
 /* Offset/length alignment that O_DIRECT needs on fd (statx DIOALIGN, BLKSSZGET, else 4096). */
 uint32_t util_dio_align(int fd);
 
+/* fsync() of a directory, to make entries created or renamed in it durable;
+ * of the directory holding path (a file just created there). 0 or -errno. */
+int util_fsync_dir(const char *dir);
+int util_fsync_parent(const char *path);
+
+/* vsnprintf into err[errlen] for functions that explain their failures;
+ * no-op when err is NULL or errlen 0. */
+void util_set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* True when name is a non-empty [A-Za-z0-9_.-] string shorter than maxlen, not "." or "..". */
 bool util_valid_name(const char *name, size_t maxlen);
 

@@ -35,20 +35,6 @@ group_config_fini(struct group_config *cfg)
 	cfg->nvolumes = 0;
 }
 
-static int
-fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		r = -errno;
-	close(fd);
-	return r;
-}
-
 static const char *const role_names[] = {"none", "primary", "secondary"};
 static const char *const state_names[] = {"SMPL", "COPY", "PAIR", "PFUL",
 					   "PFUS", "PSUS", "PSUE", "SSWS"};
@@ -289,7 +275,7 @@ group_config_save(const struct group_config *cfg, const char *dir)
 		r = -errno;
 		goto out;
 	}
-	r = fsync_dir(dir);
+	r = util_fsync_dir(dir);
 out:
 	if (fd >= 0)
 		close(fd);

@@ -82,32 +82,6 @@ zero_range(int fd, bool is_blk, uint64_t offset, uint64_t len)
 	return write_zeros(fd, offset, len);
 }
 
-/* Makes a newly created directory entry durable. */
-static int
-fsync_parent(const char *path)
-{
-	char *copy = strdup(path), *slash;
-	int fd, r = 0;
-
-	if (!copy)
-		return -ENOMEM;
-	/* dirname() by hand: the libc one isn't thread-safe. */
-	slash = strrchr(copy, '/');
-	if (!slash)
-		strcpy(copy, ".");
-	else if (slash == copy)
-		copy[1] = '\0';
-	else
-		*slash = '\0';
-	fd = open(copy, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0)
-		r = -errno;
-	if (fd >= 0)
-		close(fd);
-	free(copy);
-	return r;
-}
-
 static int
 check_opts(const struct journal_format_opts *opts)
 {
@@ -241,7 +215,7 @@ journal_format(const char *path, const struct journal_format_opts *opts)
 		goto out;
 	}
 	if (created)
-		r = fsync_parent(path);
+		r = util_fsync_parent(path);
 	log_debug("journal '%s': formatted, %" PRIu64 " bytes, area %" PRIu64
 	          ", align %u, first seq %" PRIu64,
 	          path, size, area_size, sb.align, sb.tail_seq);

@@ -28,6 +28,8 @@
 
 #include <sodium.h>
 
+#include "common/util.h"
+
 #define AUTH_SECRET_MIN 16u
 #define AUTH_SECRET_MAX (64u << 10)
 #define AUTH_CONTEXT "jrbd-auth-v1"
@@ -54,18 +56,6 @@ err_str(int err)
 	const char *d = strerrordesc_np(err < 0 ? -err : err);
 
 	return d ? d : "unknown error";
-}
-
-static void __attribute__((format(printf, 3, 4)))
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 int
@@ -95,33 +85,33 @@ auth_key_from_file(const char *path, struct auth_key *ret, char *err, size_t err
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		r = -errno;
-		set_err(err, errlen, "secret file '%s': %s", path, err_str(r));
+		util_set_err(err, errlen, "secret file '%s': %s", path, err_str(r));
 		return r;
 	}
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
-		set_err(err, errlen, "secret file '%s': %s", path, err_str(r));
+		util_set_err(err, errlen, "secret file '%s': %s", path, err_str(r));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		r = -EINVAL;
-		set_err(err, errlen, "secret file '%s': not a regular file", path);
+		util_set_err(err, errlen, "secret file '%s': not a regular file", path);
 		goto out;
 	}
 	/* Like ssh with its keys: a secret others can read is no secret. */
 	if (st.st_mode & 077) {
 		r = -EPERM;
-		set_err(err, errlen,
-		        "secret file '%s': mode %04o lets group or others access it; "
-		        "run chmod 600 on it",
-		        path, (unsigned)(st.st_mode & 07777));
+		util_set_err(err, errlen,
+		             "secret file '%s': mode %04o lets group or others access it; "
+		             "run chmod 600 on it",
+		             path, (unsigned)(st.st_mode & 07777));
 		goto out;
 	}
 	/* One byte more than allowed, to tell "too long" from "exactly max". */
 	buf = malloc(AUTH_SECRET_MAX + 1);
 	if (!buf) {
 		r = -ENOMEM;
-		set_err(err, errlen, "secret file '%s': out of memory", path);
+		util_set_err(err, errlen, "secret file '%s': out of memory", path);
 		goto out;
 	}
 	while (len <= AUTH_SECRET_MAX) {
@@ -131,7 +121,7 @@ auth_key_from_file(const char *path, struct auth_key *ret, char *err, size_t err
 			continue;
 		if (n < 0) {
 			r = -errno;
-			set_err(err, errlen, "secret file '%s': read: %s", path, err_str(r));
+			util_set_err(err, errlen, "secret file '%s': read: %s", path, err_str(r));
 			goto out;
 		}
 		if (n == 0)
@@ -140,19 +130,19 @@ auth_key_from_file(const char *path, struct auth_key *ret, char *err, size_t err
 	}
 	if (len > AUTH_SECRET_MAX) {
 		r = -EFBIG;
-		set_err(err, errlen, "secret file '%s': longer than %u bytes", path,
-		        AUTH_SECRET_MAX);
+		util_set_err(err, errlen, "secret file '%s': longer than %u bytes", path,
+		             AUTH_SECRET_MAX);
 		goto out;
 	}
 	if (len < AUTH_SECRET_MIN) {
 		r = -EINVAL;
-		set_err(err, errlen, "secret file '%s': %zu bytes, need at least %u", path, len,
-		        AUTH_SECRET_MIN);
+		util_set_err(err, errlen, "secret file '%s': %zu bytes, need at least %u", path,
+		             len, AUTH_SECRET_MIN);
 		goto out;
 	}
 	r = auth_key_from_bytes(buf, len, ret);
 	if (r < 0)
-		set_err(err, errlen, "secret file '%s': key derivation failed", path);
+		util_set_err(err, errlen, "secret file '%s': key derivation failed", path);
 out:
 	if (buf) {
 		sodium_memzero(buf, AUTH_SECRET_MAX + 1);

@@ -66,6 +66,7 @@
 #include "common/compiler.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "common/util.h"
 #include "repl/wire_codec.h"
 
 /* Receive buffer: initial size, and the most it grows to (one whole frame). */
@@ -1020,18 +1021,6 @@ link_bytes_received(const struct link *l)
 
 /* ---- Sockets for the daemon ---------------------------------------------- */
 
-static void __attribute__((format(printf, 3, 4)))
-set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Splits "HOST:PORT" / "[V6]:PORT" / ":PORT" into host ("" = any) and port. */
 static int
 split_host_port(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
@@ -1079,11 +1068,12 @@ resolve(const char *addr, bool passive, struct addrinfo **ret, char *err, size_t
 	int r;
 
 	if (!addr || split_host_port(addr, host, sizeof(host), port, sizeof(port)) < 0) {
-		set_err(err, errlen, "bad address '%s' (expected HOST:PORT)", addr ? addr : "");
+		util_set_err(err, errlen, "bad address '%s' (expected HOST:PORT)",
+		             addr ? addr : "");
 		return -EINVAL;
 	}
 	if (!passive && !*host) {
-		set_err(err, errlen, "bad address '%s': no host to connect to", addr);
+		util_set_err(err, errlen, "bad address '%s': no host to connect to", addr);
 		return -EINVAL;
 	}
 	/* XXX: blocks on a DNS lookup when HOST is a name; numeric addresses
@@ -1092,8 +1082,8 @@ resolve(const char *addr, bool passive, struct addrinfo **ret, char *err, size_t
 	if (r) {
 		int e = r == EAI_SYSTEM ? -errno : -EADDRNOTAVAIL;
 
-		set_err(err, errlen, "address '%s': %s", addr,
-		        r == EAI_SYSTEM ? err_str(e) : gai_strerror(r));
+		util_set_err(err, errlen, "address '%s': %s", addr,
+		             r == EAI_SYSTEM ? err_str(e) : gai_strerror(r));
 		return e;
 	}
 	return 0;
@@ -1131,7 +1121,7 @@ link_dial(const char *addr, int *ret_fd, char *err, size_t errlen)
 	}
 	freeaddrinfo(res);
 	if (r < 0) {
-		set_err(err, errlen, "connect to '%s': %s", addr, err_str(r));
+		util_set_err(err, errlen, "connect to '%s': %s", addr, err_str(r));
 		return r;
 	}
 	*ret_fd = fd;
@@ -1172,7 +1162,7 @@ link_listen(const char *addr, int *ret_fd, char *err, size_t errlen)
 	}
 	freeaddrinfo(res);
 	if (r < 0) {
-		set_err(err, errlen, "listen on '%s': %s", addr, err_str(r));
+		util_set_err(err, errlen, "listen on '%s': %s", addr, err_str(r));
 		return r;
 	}
 	*ret_fd = fd;
