@@ -104,27 +104,17 @@ loop_timer_start(struct loop *loop, struct loop_timer *t, uint64_t interval_ms, 
 		 void *arg)
 {
 	struct itimerspec its = {0};
-	int r;
+	int r = loop_timer_start_oneshot(loop, t, fn, arg);
 
-	t->fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (t->fd < 0)
-		return -errno;
-	t->fn = fn;
-	t->arg = arg;
+	if (r < 0)
+		return r;
 	its.it_interval.tv_sec = (time_t)(interval_ms / 1000);
 	its.it_interval.tv_nsec = (long)(interval_ms % 1000) * 1000000L;
 	its.it_value = its.it_interval;
 	if (timerfd_settime(t->fd, 0, &its, NULL) < 0) {
 		r = -errno;
-		goto err;
+		loop_timer_stop(loop, t);
 	}
-	r = loop_add_fd(loop, &t->h, t->fd, EPOLLIN, timer_fired, t);
-	if (r < 0)
-		goto err;
-	return 0;
-err:
-	close(t->fd);
-	t->fd = -1;
 	return r;
 }
 

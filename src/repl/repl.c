@@ -280,6 +280,18 @@ pair_put(struct pair *p)
 		pair_free(p);
 }
 
+/* One of p's reads, copies or replays finished. False when p is a zombie
+ * (then freed with its last one): the caller must not touch it. */
+static bool
+pair_io_done(struct pair *p)
+{
+	p->busy--;
+	if (!p->zombie)
+		return true;
+	pair_put(p);
+	return false;
+}
+
 static struct pair *
 pair_find(struct repl *r, const struct group *g)
 {
@@ -406,11 +418,8 @@ jread_done(struct journal_read_req *jr, int res)
 	struct pair *p = rd->p;
 
 	rd->busy = false;
-	p->busy--;
-	if (p->zombie) {
-		pair_put(p);
+	if (!pair_io_done(p))
 		return;
-	}
 	if (rd->gen != p->gen || !p->ready)
 		return; /* that link is gone; the next one resends from its numbers */
 	if (res < 0) {
@@ -647,11 +656,8 @@ copy_io_done(struct group_io *io, int res)
 	struct pair *p = c->p;
 
 	c->busy = false;
-	p->busy--;
-	if (p->zombie) {
-		pair_put(p);
+	if (!pair_io_done(p))
 		return;
-	}
 	if (res < 0) {
 		p->copy_failed = true;
 		pair_error(p, "initial copy of volume '%s' at offset %" PRIu64 " failed: %s; copy "
@@ -903,13 +909,10 @@ replay_done(struct group_io *io, int res)
 
 	p->nreplay--;
 	p->replay_bytes -= rp->bytes;
-	p->busy--;
 	free(rp->io.buf);
 	free(rp);
-	if (p->zombie) {
-		pair_put(p);
+	if (!pair_io_done(p))
 		return;
-	}
 	if (res < 0 && state_flowing(p->pc.state)) {
 		struct wire_msg m = {.hdr.type = WIRE_PAIR_CMD};
 
@@ -1597,12 +1600,8 @@ fold_read_done(struct journal_read_req *jr, int res)
 	struct pair *p = rd->p;
 
 	rd->busy = false;
-	p->busy--;
-	if (p->zombie) {
-		pair_put(p);
-		return;
-	}
-	fold_apply(p, jr, res);
+	if (pair_io_done(p))
+		fold_apply(p, jr, res);
 }
 
 static void
