@@ -343,8 +343,7 @@ cmd_group_create(struct daemon *d, json_t *req)
 {
 	struct group_config cfg = {0};
 	const char *name = NULL, *journal = NULL;
-	json_int_t jsize = 0, region = GROUP_DEFAULT_REGION_SIZE, hw = 80, ow = 60000, lt = 30000;
-	int inflow = 0, al = 1, ae = 0;
+	json_int_t jsize = 0, region = GROUP_DEFAULT_REGION_SIZE;
 	json_t *vols = NULL, *v, *reply;
 	json_error_t jerr;
 	struct daemon_group *dg;
@@ -352,27 +351,19 @@ cmd_group_create(struct daemon *d, json_t *req)
 	size_t i;
 	int r;
 
-	if (json_unpack_ex(req, &jerr, 0,
-			   "{s:s, s:s, s?I, s:o, s?I, s?I, s?b, s?I, s?I, s?b, s?b}", "name", &name,
-			   "journal", &journal, "journal_size", &jsize, "volumes", &vols,
-			   "region_size", &region, "high_water_pct", &hw, "inflow_control",
-			   &inflow, "overflow_watch_ms", &ow, "link_timeout_ms", &lt,
-			   "auto_resync_link", &al, "auto_resync_error", &ae) ||
+	if (json_unpack_ex(req, &jerr, 0, "{s:s, s:s, s?I, s:o, s?I}", "name", &name, "journal",
+	                   &journal, "journal_size", &jsize, "volumes", &vols, "region_size",
+	                   &region) ||
 	    !json_is_array(vols) || jsize < 0)
 		return reply_error(EINVAL, "group-create: %s", jerr.text);
 	/* A region is copied as one record at most, so it can't exceed one. */
 	if (region < 4096 || region > JOURNAL_MAX_PAYLOAD || (region & (region - 1)))
 		return reply_error(EINVAL, "region size %lld: a power of two from 4 KiB to %u KiB",
 				   (long long)region, JOURNAL_MAX_PAYLOAD >> 10);
-	if (hw < 1 || hw > 99 || ow < 0 || lt < 0)
-		return reply_error(EINVAL, "high-water mark 1..99 %%, watch times >= 0");
+	group_repl_options_default(&cfg.ropts);
+	if (group_repl_options_from_json(req, &cfg.ropts, err, sizeof(err)) < 0)
+		return reply_error(EINVAL, "group-create: %s", err);
 	cfg.region_size = (uint32_t)region;
-	cfg.ropts.high_water_pct = (unsigned)hw;
-	cfg.ropts.inflow_control = inflow;
-	cfg.ropts.overflow_watch_ms = (uint64_t)ow;
-	cfg.ropts.link_timeout_ms = (uint64_t)lt;
-	cfg.ropts.auto_resync_link = al;
-	cfg.ropts.auto_resync_error = ae;
 	if (!util_valid_name(name, JOURNAL_GROUPNAME_LEN))
 		return reply_error(EINVAL, "invalid group name '%s' (letters, digits, '_', '-', "
 				   "'.', at most %u characters)", name, JOURNAL_GROUPNAME_LEN - 1);

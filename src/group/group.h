@@ -221,6 +221,15 @@ struct group_repl_options {
 #define GROUP_DEFAULT_REGION_SIZE (64u << 10)
 
 void group_repl_options_default(struct group_repl_options *o);
+/* Overrides *o with the options present in the JSON object obj (keys
+ * high_water_pct, inflow_control, overflow_watch_ms, link_timeout_ms,
+ * auto_resync_link, auto_resync_error; others are ignored): the group
+ * config file's "replication" object and the group-create request share
+ * them. -EINVAL with the reason in err (o unchanged) when one has the
+ * wrong type or is out of range. */
+struct json_t;
+int group_repl_options_from_json(struct json_t *obj, struct group_repl_options *o, char *err,
+                                 size_t errlen);
 
 struct group_config {
 	char name[JOURNAL_GROUPNAME_LEN];

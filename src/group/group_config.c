@@ -63,6 +63,33 @@ group_repl_options_default(struct group_repl_options *o)
 	o->auto_resync_error = false;
 }
 
+int
+group_repl_options_from_json(json_t *obj, struct group_repl_options *o, char *err, size_t errlen)
+{
+	json_int_t hw = o->high_water_pct, ow = (json_int_t)o->overflow_watch_ms,
+	           lt = (json_int_t)o->link_timeout_ms;
+	int inflow = o->inflow_control, al = o->auto_resync_link, ae = o->auto_resync_error;
+	json_error_t jerr;
+
+	if (json_unpack_ex(obj, &jerr, 0, "{s?I, s?b, s?I, s?I, s?b, s?b}", "high_water_pct", &hw,
+	                   "inflow_control", &inflow, "overflow_watch_ms", &ow, "link_timeout_ms",
+	                   &lt, "auto_resync_link", &al, "auto_resync_error", &ae)) {
+		util_set_err(err, errlen, "%s", jerr.text);
+		return -EINVAL;
+	}
+	if (hw < 1 || hw > 99 || ow < 0 || lt < 0) {
+		util_set_err(err, errlen, "high-water mark 1..99 %%, watch times >= 0");
+		return -EINVAL;
+	}
+	o->high_water_pct = (unsigned)hw;
+	o->inflow_control = inflow;
+	o->overflow_watch_ms = (uint64_t)ow;
+	o->link_timeout_ms = (uint64_t)lt;
+	o->auto_resync_link = al;
+	o->auto_resync_error = ae;
+	return 0;
+}
+
 const char *
 pair_mode_name(enum pair_mode mode)
 {
@@ -327,11 +354,8 @@ group_config_load(const char *file, struct group_config *ret, char *err, size_t 
 	group_repl_options_default(&cfg.ropts);
 	cfg.region_size = GROUP_DEFAULT_REGION_SIZE;
 	{
-		json_t *rs = json_object_get(root, "region_size"), *ro = json_object_get(root, "replication");
-		json_int_t hw = cfg.ropts.high_water_pct, ow = (json_int_t)cfg.ropts.overflow_watch_ms,
-			   lt = (json_int_t)cfg.ropts.link_timeout_ms;
-		int inflow = cfg.ropts.inflow_control, al = cfg.ropts.auto_resync_link,
-		    ae = cfg.ropts.auto_resync_error;
+		json_t *rs = json_object_get(root, "region_size"),
+		       *ro = json_object_get(root, "replication");
 
 		if (rs) {
 			json_int_t rv = json_integer_value(rs);
@@ -343,20 +367,10 @@ group_config_load(const char *file, struct group_config *ret, char *err, size_t 
 			}
 			cfg.region_size = (uint32_t)rv;
 		}
-		if (ro && (json_unpack_ex(ro, &jerr, 0, "{s?I, s?b, s?I, s?I, s?b, s?b}",
-					  "high_water_pct", &hw, "inflow_control", &inflow,
-					  "overflow_watch_ms", &ow, "link_timeout_ms", &lt,
-					  "auto_resync_link", &al, "auto_resync_error", &ae) ||
-			   hw < 1 || hw > 99 || ow < 0 || lt < 0)) {
+		if (ro && group_repl_options_from_json(ro, &cfg.ropts, NULL, 0) < 0) {
 			snprintf(err, errlen, "%s: invalid replication options", file);
 			goto out;
 		}
-		cfg.ropts.high_water_pct = (unsigned)hw;
-		cfg.ropts.inflow_control = inflow;
-		cfg.ropts.overflow_watch_ms = (uint64_t)ow;
-		cfg.ropts.link_timeout_ms = (uint64_t)lt;
-		cfg.ropts.auto_resync_link = al;
-		cfg.ropts.auto_resync_error = ae;
 	}
 	pair = json_object_get(root, "pair");
 	if (pair) {
