@@ -234,6 +234,25 @@ append_mixed(struct journal *j, unsigned i)
 	}
 }
 
+/* 400 mixed records in batches of about nine, all durable; the last seq. */
+static uint64_t
+append_400_mixed(struct io_engine *e, struct journal *j, const struct ctx *c)
+{
+	uint64_t last = 0;
+
+	for (unsigned i = 0; i < 400; i++) {
+		last = append_mixed(j, i);
+		if (i % 9 == 8) {
+			journal_commit(j);
+			drain(e);
+		}
+	}
+	journal_commit(j);
+	drain(e);
+	cr_assert(eq(u64, c->durable_seq, last));
+	return last;
+}
+
 struct reader {
 	struct journal_read_req req; /* first: done gets it */
 	unsigned ndone;
@@ -382,16 +401,7 @@ reads_back_everything(const char *engine_name)
 
 	format(64 * MiB, 0);
 	j = jopen(e, &c);
-	for (unsigned i = 0; i < 400; i++) {
-		last = append_mixed(j, i);
-		if (i % 9 == 8) {
-			journal_commit(j);
-			drain(e);
-		}
-	}
-	journal_commit(j);
-	drain(e);
-	cr_assert(eq(u64, c.durable_seq, last));
+	last = append_400_mixed(e, j, &c);
 	cr_assert(gt(u64, stats(j).batches, 20), "several batches");
 
 	for (size_t m = 0; m < sizeof(max_bytes) / sizeof(max_bytes[0]); m++) {
@@ -452,16 +462,7 @@ Test(journal_reader, read_cache_and_device_agree)
 	cr_assert(eq(u64, stats(j).read_cache_bytes, 0), "no consumer, no cache");
 	cr_assert(eq(int, journal_consumer_add(j, 7), 0));
 	cr_assert(eq(u64, stats(j).read_cache_bytes, 4 * MiB));
-	for (unsigned i = 0; i < 400; i++) {
-		last = append_mixed(j, i);
-		if (i % 9 == 8) {
-			journal_commit(j);
-			drain(e);
-		}
-	}
-	journal_commit(j);
-	drain(e);
-	cr_assert(eq(u64, c.durable_seq, last));
+	last = append_400_mixed(e, j, &c);
 	cr_assert(gt(u64, stats(j).bytes_written, 16 * MiB), "much more than the cache");
 
 	for (unsigned borrow = 0; borrow < 2; borrow++) {
