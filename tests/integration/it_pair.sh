@@ -64,6 +64,29 @@ wait_connected() {
 		sleep 0.1
 	done
 }
+# wait_swapped GROUP: after a swap, until b is the primary and a the
+# secondary, both PAIR (60 s at most).
+wait_swapped() {
+	for _ in $(seq 1 600); do
+		[ "$(pj "$B" "$1" 'p["role"] + p["state"]')" = primaryPAIR ] &&
+			[ "$(pj "$A" "$1" 'p["role"] + p["state"]')" = secondaryPAIR ] && return 0
+		sleep 0.1
+	done
+	show "$B" "$1"
+	show "$A" "$1"
+	fail "group $1: the swap did not reach PAIR with b primary"
+}
+# wait_b_drained GROUP: until a restored every record b (the primary after a
+# swap) has written so far (30 s at most).
+wait_b_drained() {
+	local w
+	w=$(pj "$B" "$1" 'p["seq"]["written"]')
+	for _ in $(seq 1 300); do
+		[ "$(pj "$B" "$1" 'p["seq"]["restored"] >= '"$w")" = True ] && return 0
+		sleep 0.1
+	done
+	fail "group $1: a did not restore b's records"
+}
 # write_at DIR EXPORT OFFSET LEN BYTE: one NBD write of LEN bytes of BYTE.
 write_at() {
 	"$PY" - "$1/nbd.sock" "$2" "$3" "$4" "$5" <<'PY'
@@ -250,24 +273,10 @@ grep -q "site 'b' has writes the other site lacks" "$T/err" || fail "resync at a
 "$JRBD" pair resync g1 --dir "$B" --swap --force >"$T/out"
 grep -q "is now the primary" "$T/out" || fail "swap output: $(cat "$T/out")"
 # b is the primary now: drain towards a.
-for _ in $(seq 1 600); do
-	[ "$(pj "$B" g1 'p["role"] + p["state"]')" = primaryPAIR ] &&
-		[ "$(pj "$A" g1 'p["state"]')" = PAIR ] && break
-	sleep 0.1
-done
-[ "$(pj "$B" g1 'p["role"] + p["state"]')" = primaryPAIR ] || { show "$B" g1; show "$A" g1; fail "swap did not reach PAIR"; }
+wait_swapped g1
 check "$B" g1 23
 check "$A" g1 33
-wait_b_drained() {
-	local w
-	w=$(pj "$B" g1 'p["seq"]["written"]')
-	for _ in $(seq 1 300); do
-		[ "$(pj "$B" g1 'p["seq"]["restored"] >= '"$w")" = True ] && return 0
-		sleep 0.1
-	done
-	fail "a did not restore b's records"
-}
-wait_b_drained
+wait_b_drained g1
 cmp_vols g1 data log
 write_refused "$A" data
 ok "8. split-brain refused at both sites naming them; resync --swap --force: b primary, a's divergent write overwritten, cmp equal"
@@ -356,16 +365,8 @@ write_at "$B" d3 $((8 << 20)) 65536 78
 start_a_l
 wait_connected "$B" g3
 "$JRBD" pair resync g3 --dir "$B" --swap >/dev/null
-for _ in $(seq 1 600); do
-	[ "$(pj "$B" g3 'p["role"] + p["state"]')" = primaryPAIR ] && break
-	sleep 0.1
-done
-[ "$(pj "$B" g3 'p["role"] + p["state"]')" = primaryPAIR ] || { show "$B" g3; fail "g3 swap did not reach PAIR"; }
-w=$(pj "$B" g3 'p["seq"]["written"]')
-for _ in $(seq 1 300); do
-	[ "$(pj "$B" g3 'p["seq"]["restored"] >= '"$w")" = True ] && break
-	sleep 0.1
-done
+wait_swapped g3
+wait_b_drained g3
 cmp_vols g3 d3
 ok "11. kill -9 of the secondary during takeover (came back $st): takeover finished, writes there, resync --swap, cmp equal"
 # --- 11b. the link lost during the initial copy: PSUE, then resync copies the rest
@@ -432,18 +433,9 @@ for _ in $(seq 1 50); do kill -0 "$APID" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$APID" 2>/dev/null && fail "the test hook did not stop site a"
 forget "$APID"
 start_a_l
-for _ in $(seq 1 600); do
-	[ "$(pj "$B" g7 'p["role"] + p["state"]')" = primaryPAIR ] &&
-		[ "$(pj "$A" g7 'p["role"] + p["state"]')" = secondaryPAIR ] && break
-	sleep 0.1
-done
-[ "$(pj "$B" g7 'p["role"] + p["state"]')" = primaryPAIR ] || { show "$B" g7; show "$A" g7; fail "swap not completed after site a came back"; }
+wait_swapped g7
 write_at "$B" d7 65536 65536 32
-w=$(pj "$B" g7 'p["seq"]["written"]')
-for _ in $(seq 1 300); do
-	[ "$(pj "$B" g7 'p["seq"]["restored"] >= '"$w")" = True ] && break
-	sleep 0.1
-done
+wait_b_drained g7
 cmp "$A/g7-d7.img" "$B/g7-d7.img" || fail "g7 differs after the recovered swap"
 ok "13. site a died between committing a swap and answering (takeover exit $rc): on its restart it re-sent the answer, b finished the swap, cmp equal"
 echo "it_pair: all passed in ${SECONDS}s"
