@@ -19,7 +19,9 @@
  *   6    2     flags        0 (reserved; a receiver refuses others)
  *   8    4     payload_len  <= WIRE_MAX_PAYLOAD
  *   12   4     reserved     0
- *   16   8     payload_csum xxh3_64(payload, seed 0); 0 when payload_len == 0
+ *   16   8     payload_csum xxh3_64(payload, seed 0); 0 when payload_len == 0.
+ *                JOURNAL_DATA: of its 40-byte fixed part only; its records
+ *                carry their own checksums (see below)
  *   24   8     hdr_csum     xxh3_64(bytes 0..23, seed 0)
  *
  * Payloads (offset: size field):
@@ -76,6 +78,11 @@
  * (include/jrbd/journal_format.h: 64-byte header, then payload), packed back
  * to back with no padding, with consecutive seqs first_seq..last_seq, and
  * checksummed with the primary journal's seed (sent in PAIR_CREATE/ATTACH).
+ * Those checksums, made when the primary journaled each record and checked
+ * by the secondary before it stores any record of the batch, are what
+ * guard the data on the link: the frame's payload_csum leaves it out, so
+ * the primary makes no second pass over every byte it sends. Compressed
+ * data that is damaged fails zstd or those same checks.
  */
 #ifndef JRBD_WIRE_H
 #define JRBD_WIRE_H
@@ -87,7 +94,7 @@
 #include "jrbd/journal_format.h"
 
 #define WIRE_MAGIC 0x5752424au /* "JRBW" little-endian */
-#define WIRE_VERSION 1u
+#define WIRE_VERSION 2u        /* 2: JOURNAL_DATA payload_csum covers the fixed part */
 #define WIRE_HDR_SIZE 32u
 /* Largest raw record data in one JOURNAL_DATA: at least one maximal record. */
 #define WIRE_MAX_DATA (4u << 20)

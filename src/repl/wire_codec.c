@@ -31,6 +31,7 @@
 #include <xxhash.h>
 
 #include "common/checked.h"
+#include "common/compiler.h"
 #include "common/le.h"
 
 /* Frame header offsets (the table in wire.h). */
@@ -316,6 +317,21 @@ check_msg(const struct wire_msg *msg)
 
 /* ---- Frame header -------------------------------------------------------- */
 
+/*
+ * How many payload bytes payload_csum covers: all of them, except that a
+ * JOURNAL_DATA's records are left out. Each record carries its own header
+ * and payload checksums, made when the primary journaled it and checked by
+ * the secondary (wire_records_next) before anything is stored, so they
+ * guard the bytes end to end already; hashing them once more per frame
+ * cost the primary a second pass over every byte it replicates. Damaged
+ * compressed data fails zstd or those same record checks.
+ */
+static size_t
+payload_csum_len(uint16_t type, size_t payload_len)
+{
+	return type == WIRE_JOURNAL_DATA ? MIN(payload_len, JOURNAL_DATA_LEN) : payload_len;
+}
+
 ssize_t
 wire_frame_peek(const void *buf, size_t len, struct wire_hdr *ret)
 {
@@ -585,8 +601,10 @@ wire_decode(const void *buf, size_t len, struct wire_msg *msg)
 		return (int)n;
 	if (n == 0 || (size_t)n != len)
 		return -EPROTO;
-	if (m.hdr.payload_len == 0 ? m.hdr.payload_csum != 0
-	                           : XXH3_64bits(payload, m.hdr.payload_len) != m.hdr.payload_csum)
+	if (m.hdr.payload_len == 0
+	        ? m.hdr.payload_csum != 0
+	        : XXH3_64bits(payload, payload_csum_len(m.hdr.type, m.hdr.payload_len)) !=
+	              m.hdr.payload_csum)
 		return -EBADMSG;
 	memset(&m.u, 0, sizeof(m.u));
 	r = decode_payload(payload, m.hdr.payload_len, &m);
@@ -781,7 +799,8 @@ wire_encode(const struct wire_msg *msg, void *out, size_t cap)
 	le_put32(p + HDR_MAGIC, WIRE_MAGIC);
 	le_put16(p + HDR_TYPE, msg->hdr.type);
 	le_put32(p + HDR_PAYLOAD_LEN, (uint32_t)plen);
-	le_put64(p + HDR_PAYLOAD_CSUM, plen ? XXH3_64bits(p + WIRE_HDR_SIZE, plen) : 0);
+	le_put64(p + HDR_PAYLOAD_CSUM,
+	         plen ? XXH3_64bits(p + WIRE_HDR_SIZE, payload_csum_len(msg->hdr.type, plen)) : 0);
 	le_put64(p + HDR_CSUM, XXH3_64bits(p, HDR_CSUM));
 	return (ssize_t)(WIRE_HDR_SIZE + plen);
 }

@@ -92,10 +92,13 @@ fix_frame(uint8_t *p, size_t len, unsigned opts)
 		return;
 	plen = get32(p + 8);
 	if (plen <= WIRE_MAX_PAYLOAD && plen <= len - WIRE_HDR_SIZE) {
-		if (!(opts & OPT_KEEP_RECORD_CSUMS) && p[4] == WIRE_JOURNAL_DATA && p[5] == 0 &&
-		    plen > 40)
+		bool is_data = p[4] == WIRE_JOURNAL_DATA && p[5] == 0;
+
+		if (!(opts & OPT_KEEP_RECORD_CSUMS) && is_data && plen > 40)
 			fix_records(p + WIRE_HDR_SIZE + 40, plen - 40);
-		put64(p + 16, plen ? XXH3_64bits(p + WIRE_HDR_SIZE, plen) : 0);
+		/* A JOURNAL_DATA's checksum covers its fixed part (wire.h). */
+		put64(p + 16,
+		      plen ? XXH3_64bits(p + WIRE_HDR_SIZE, is_data && plen > 40 ? 40 : plen) : 0);
 	}
 	put64(p + 24, XXH3_64bits(p, 24));
 }
