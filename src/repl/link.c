@@ -27,7 +27,10 @@
  * Write side: link_send() encodes into a queue of frames (bounded by
  * LINK_MAX_QUEUED) and writes at once with one sendmsg() over the queue, or,
  * inside our own callbacks, once when the callback returns (so a batch of
- * replies to a batch of frames costs one syscall). EPOLLOUT is on only
+ * replies to a batch of frames costs one syscall). A large JOURNAL_DATA is
+ * the exception: only its head is encoded, the queue is written at once
+ * with its data straight from the caller's buffer, and what the socket
+ * doesn't take is copied before link_send returns. EPOLLOUT is on only
  * while the queue is not empty (or a connect is in progress).
  *
  * Callbacks never run inside link_new, link_send, link_fail or link_free:
@@ -77,6 +80,9 @@
 #define LINK_READ_ROUNDS 16 /* recv() calls per event before yielding to the loop */
 #define LINK_SEND_ROUNDS 16 /* sendmsg() calls per flush, at most */
 #define LINK_IOV_BATCH 64
+/* A JOURNAL_DATA with at least this much data is written from the caller's
+ * buffer, and only what the socket doesn't take at once is copied. */
+#define LINK_DIRECT_MIN (32u << 10)
 /* Largest frame before authentication: HELLO, AUTH or an ERROR with text. */
 #define LINK_PREAUTH_MAX_FRAME (WIRE_HDR_SIZE + 4u + WIRE_MAX_ERROR)
 #define LINK_FAIL_TIMEOUT_MS 2000u
@@ -93,11 +99,15 @@ enum link_state {
 	LS_CLOSED,
 };
 
-/* One encoded frame waiting in the send queue. */
+/* One encoded frame waiting in the send queue: its first ext_at bytes in
+ * data[], the rest (a JOURNAL_DATA's data) at ext when ext_at < len. */
 struct link_frame {
 	struct link_frame *next;
-	size_t len; /* frame bytes */
-	size_t off; /* bytes already sent */
+	size_t len;         /* frame bytes */
+	size_t off;         /* bytes already sent */
+	size_t ext_at;      /* frame offset of ext[0] */
+	const uint8_t *ext; /* the caller's bytes during link_send, then ext_own */
+	uint8_t *ext_own;
 	uint8_t data[];
 };
 
@@ -185,13 +195,20 @@ timer_off(struct link *l)
 }
 
 static void
+frame_free(struct link_frame *f)
+{
+	free(f->ext_own);
+	free(f);
+}
+
+static void
 queue_free(struct link *l)
 {
 	struct link_frame *f, *next;
 
 	for (f = l->qhead; f; f = next) {
 		next = f->next;
-		free(f);
+		frame_free(f);
 	}
 	l->qhead = l->qtail = NULL;
 	l->queued = 0;
@@ -313,7 +330,7 @@ consume(struct link *l, size_t n)
 			l->qhead = f->next;
 			if (!l->qhead)
 				l->qtail = NULL;
-			free(f);
+			frame_free(f);
 		}
 	}
 }
@@ -331,10 +348,20 @@ flush(struct link *l)
 		size_t niov = 0;
 		ssize_t n;
 
-		for (struct link_frame *f = l->qhead; f && niov < LINK_IOV_BATCH; f = f->next) {
-			iov[niov].iov_base = f->data + f->off;
-			iov[niov].iov_len = f->len - f->off;
-			niov++;
+		for (struct link_frame *f = l->qhead; f && niov + 2 <= LINK_IOV_BATCH;
+		     f = f->next) {
+			size_t at = MAX(f->off, f->ext_at);
+
+			if (f->off < f->ext_at) {
+				iov[niov].iov_base = f->data + f->off;
+				iov[niov].iov_len = f->ext_at - f->off;
+				niov++;
+			}
+			if (at < f->len) {
+				iov[niov].iov_base = (void *)(f->ext + (at - f->ext_at));
+				iov[niov].iov_len = f->len - at;
+				niov++;
+			}
 		}
 		mh.msg_iovlen = niov;
 		n = sendmsg(l->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -387,11 +414,14 @@ kick(struct link *l)
 }
 
 /* Encodes msg at the end of the queue. force: ignore LINK_MAX_QUEUED (the
- * handshake and ERROR frames, which are small and few). */
+ * handshake and ERROR frames, which are small and few). direct: only the
+ * head is encoded, the rest stays at the caller's bytes (ext) until
+ * keep_rest() copies what the socket has not taken. */
 static int
-queue_msg(struct link *l, const struct wire_msg *msg, bool force)
+queue_msg(struct link *l, const struct wire_msg *msg, bool force, bool direct)
 {
 	size_t size = wire_encoded_size(msg);
+	size_t head = direct ? wire_head_size(msg) : size;
 	struct link_frame *f;
 	ssize_t n;
 
@@ -401,16 +431,19 @@ queue_msg(struct link *l, const struct wire_msg *msg, bool force)
 		l->is_above_half = true;
 		return -ENOBUFS;
 	}
-	f = malloc(sizeof(*f) + size);
+	f = malloc(sizeof(*f) + head);
 	if (!f)
 		return -ENOMEM;
-	n = wire_encode(msg, f->data, size);
+	n = direct ? wire_encode_head(msg, f->data, head) : wire_encode(msg, f->data, size);
 	if (n < 0) {
 		free(f);
 		return (int)n;
 	}
-	f->len = (size_t)n;
+	f->len = size;
 	f->off = 0;
+	f->ext_at = (size_t)n;
+	f->ext = direct ? msg->u.journal_data.data : NULL;
+	f->ext_own = NULL;
 	f->next = NULL;
 	if (l->qtail)
 		l->qtail->next = f;
@@ -423,9 +456,34 @@ queue_msg(struct link *l, const struct wire_msg *msg, bool force)
 	return 0;
 }
 
+/* After a direct frame's first flush: copies the part of the caller's bytes
+ * the socket has not taken, which the queue must own once link_send
+ * returns. */
+static int
+keep_rest(struct link *l, struct link_frame *f)
+{
+	size_t at = MAX(f->off, f->ext_at);
+	uint8_t *own;
+
+	if (at == f->len)
+		return 0;
+	own = malloc(f->len - at);
+	if (!own) {
+		log_warn("replication link %s %s: out of memory for %zu bytes to send, closing",
+		         l->dir, l->peer, f->len - at);
+		do_close(l, -ENOMEM);
+		return -ENOMEM;
+	}
+	memcpy(own, f->ext + (at - f->ext_at), f->len - at);
+	f->ext = f->ext_own = own;
+	f->ext_at = at;
+	return 0;
+}
+
 int
 link_send(struct link *l, const struct wire_msg *msg)
 {
+	bool direct;
 	int r;
 
 	if (l->state != LS_OPEN)
@@ -434,10 +492,24 @@ link_send(struct link *l, const struct wire_msg *msg)
 		return -ENOTCONN;
 	if (msg->hdr.type == WIRE_HELLO || msg->hdr.type == WIRE_AUTH)
 		return -EINVAL; /* ours to send */
-	r = queue_msg(l, msg, false);
+	/* A large JOURNAL_DATA goes to the socket now, straight from the
+	 * caller's buffer (the read cache, say) instead of through a copy
+	 * into the queue; the syscall that costs inside a handler is nothing
+	 * beside the copy it saves. */
+	direct = msg->hdr.type == WIRE_JOURNAL_DATA &&
+	         msg->u.journal_data.data_len >= LINK_DIRECT_MIN && !l->is_connecting;
+	r = queue_msg(l, msg, false, direct);
 	if (r < 0)
 		return r;
-	kick(l);
+	if (!direct) {
+		kick(l);
+		return 0;
+	}
+	flush(l);
+	/* Still queued (the socket is full) unless the flush closed the link,
+	 * which freed the queue. */
+	if (l->state != LS_CLOSED && l->qtail && l->qtail->ext && !l->qtail->ext_own)
+		return keep_rest(l, l->qtail);
 	return 0;
 }
 
@@ -480,7 +552,7 @@ fail_start(struct link *l, int code, const char *text)
 	m.hdr.type = WIRE_ERROR;
 	m.u.error.code = code;
 	snprintf(m.u.error.message, sizeof(m.u.error.message), "%s", text);
-	r = queue_msg(l, &m, true);
+	r = queue_msg(l, &m, true, false);
 	if (r == 0)
 		r = loop_timer_start(l->loop, &l->timer, LINK_FAIL_TIMEOUT_MS, timer_fired, l);
 	if (r < 0) {
@@ -580,7 +652,7 @@ handle_hello(struct link *l, const struct wire_hello *h)
 	memset(&m, 0, sizeof(m));
 	m.hdr.type = WIRE_AUTH;
 	auth_mac(&l->key, (uint32_t)l->role, l->nonce, l->peer_nonce, m.u.auth.mac);
-	r = queue_msg(l, &m, true);
+	r = queue_msg(l, &m, true, false);
 	if (r < 0) {
 		abort_link(l, -r, NULL, "queueing AUTH: %s", err_str(r));
 		return;
@@ -914,7 +986,7 @@ link_new(struct loop *loop, int fd, enum wire_role role, const struct auth_key *
 	m.u.hello.role = role;
 	memcpy(m.u.hello.nonce, l->nonce, WIRE_NONCE_LEN);
 	memcpy(m.u.hello.site, l->site, sizeof(l->site));
-	r = queue_msg(l, &m, true);
+	r = queue_msg(l, &m, true, false);
 	if (r < 0)
 		goto err; /* -EINVAL: a site with control characters */
 

@@ -726,9 +726,7 @@ encode_payload(const struct wire_msg *msg, uint8_t *p)
 		le_put32(p + 24, jd->nrecords);
 		le_put32(p + 28, jd->raw_len);
 		p[32] = jd->compression;
-		if (jd->data_len)
-			memcpy(p + JOURNAL_DATA_LEN, jd->data, jd->data_len);
-		break;
+		break; /* the data follows the head: wire_encode copies it */
 	case WIRE_STATUS:
 		le_put64(p + 0, msg->u.status.received_seq);
 		le_put64(p + 8, msg->u.status.restored_seq);
@@ -769,11 +767,11 @@ encode_payload(const struct wire_msg *msg, uint8_t *p)
 	}
 }
 
-ssize_t
-wire_encode(const struct wire_msg *msg, void *out, size_t cap)
+/* The payload size of msg if it can be encoded, else -EINVAL. */
+static ssize_t
+encodable_payload_size(const struct wire_msg *msg)
 {
-	uint8_t *p = out;
-	size_t plen, fixed;
+	size_t plen;
 
 	if (check_msg(msg) < 0)
 		return -EINVAL;
@@ -783,26 +781,63 @@ wire_encode(const struct wire_msg *msg, void *out, size_t cap)
 	plen = payload_size(msg);
 	if (plen > WIRE_MAX_PAYLOAD)
 		return -EINVAL;
-	if (cap < WIRE_HDR_SIZE + plen)
+	return (ssize_t)plen;
+}
+
+size_t
+wire_head_size(const struct wire_msg *msg)
+{
+	if (msg->hdr.type == WIRE_JOURNAL_DATA)
+		return WIRE_HDR_SIZE + JOURNAL_DATA_LEN;
+	return wire_encoded_size(msg);
+}
+
+ssize_t
+wire_encode_head(const struct wire_msg *msg, void *out, size_t cap)
+{
+	uint8_t *p = out;
+	ssize_t plen = encodable_payload_size(msg);
+	size_t head, fixed;
+
+	if (plen < 0)
+		return plen;
+	head = wire_head_size(msg);
+	if (cap < head)
 		return -ENOSPC;
 	/* Zero the header and the fixed part of the payload (reserved bytes,
-	 * string padding); JOURNAL_DATA's data and BITMAP's bits are copied
-	 * over whole. */
-	if (msg->hdr.type == WIRE_JOURNAL_DATA)
-		fixed = JOURNAL_DATA_LEN;
-	else if (msg->hdr.type == WIRE_BITMAP)
-		fixed = BITMAP_MIN_LEN;
-	else
-		fixed = plen;
+	 * string padding); BITMAP's bits are copied over whole. */
+	fixed = msg->hdr.type == WIRE_BITMAP ? BITMAP_MIN_LEN : head - WIRE_HDR_SIZE;
 	memset(p, 0, WIRE_HDR_SIZE + fixed);
 	encode_payload(msg, p + WIRE_HDR_SIZE);
 	le_put32(p + HDR_MAGIC, WIRE_MAGIC);
 	le_put16(p + HDR_TYPE, msg->hdr.type);
 	le_put32(p + HDR_PAYLOAD_LEN, (uint32_t)plen);
+	/* Within the head: a JOURNAL_DATA's checksum leaves its data out. */
 	le_put64(p + HDR_PAYLOAD_CSUM,
-	         plen ? XXH3_64bits(p + WIRE_HDR_SIZE, payload_csum_len(msg->hdr.type, plen)) : 0);
+	         plen
+	             ? XXH3_64bits(p + WIRE_HDR_SIZE, payload_csum_len(msg->hdr.type, (size_t)plen))
+	             : 0);
 	le_put64(p + HDR_CSUM, XXH3_64bits(p, HDR_CSUM));
-	return (ssize_t)(WIRE_HDR_SIZE + plen);
+	return (ssize_t)head;
+}
+
+ssize_t
+wire_encode(const struct wire_msg *msg, void *out, size_t cap)
+{
+	ssize_t plen = encodable_payload_size(msg), head;
+	size_t size;
+
+	if (plen < 0)
+		return plen;
+	size = WIRE_HDR_SIZE + (size_t)plen;
+	if (cap < size)
+		return -ENOSPC;
+	head = wire_encode_head(msg, out, cap);
+	if (head < 0)
+		return head;
+	if (size > (size_t)head)
+		memcpy((uint8_t *)out + head, msg->u.journal_data.data, size - (size_t)head);
+	return (ssize_t)size;
 }
 
 /* ---- Records of a JOURNAL_DATA ------------------------------------------- */

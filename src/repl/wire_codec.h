@@ -50,6 +50,17 @@ ssize_t wire_encode(const struct wire_msg *msg, void *out, size_t cap);
 size_t wire_encoded_size(const struct wire_msg *msg);
 
 /*
+ * The frame without a JOURNAL_DATA's data: the header and the 40-byte fixed
+ * part, checksums and all (they don't depend on the data, wire.h), so a
+ * sender can write the data from where it lies after it. Any other type is
+ * its whole frame. wire_encode_head returns the head size
+ * (wire_head_size(msg)) or the errors of wire_encode; the frame is its
+ * bytes followed by the data's.
+ */
+size_t wire_head_size(const struct wire_msg *msg);
+ssize_t wire_encode_head(const struct wire_msg *msg, void *out, size_t cap);
+
+/*
  * Walks the records of a JOURNAL_DATA's raw (decompressed) data: call with
  * *pos = 0 and expect = first_seq, then repeatedly. Each record is decoded
  * and its checksums verified with seed (the primary journal's); it must have

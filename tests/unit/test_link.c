@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "common/loop.h"
 #include "common/util.h"
 #include "leak_check.h"
@@ -33,6 +35,7 @@ struct side {
 	struct wire_msg msgs[MAX_MSGS];
 	uint8_t *data; /* copy of the first JOURNAL_DATA's data */
 	size_t data_len;
+	uint64_t data_sums[MAX_MSGS]; /* xxh3 of each JOURNAL_DATA's data */
 	bool free_on_msg, free_on_close;
 };
 
@@ -76,6 +79,9 @@ on_msg(struct link *l, const struct wire_msg *m, void *arg)
 	if (s->nmsg < MAX_MSGS) {
 		s->types[s->nmsg] = m->hdr.type;
 		s->msgs[s->nmsg] = *m;
+		if (m->hdr.type == WIRE_JOURNAL_DATA)
+			s->data_sums[s->nmsg] =
+			    XXH3_64bits(m->u.journal_data.data, m->u.journal_data.data_len);
 		if (m->hdr.type == WIRE_JOURNAL_DATA && !s->data) {
 			s->data_len = m->u.journal_data.data_len;
 			s->data = malloc(s->data_len ? s->data_len : 1);
@@ -792,6 +798,43 @@ Test(link, queue_limit_and_on_writable)
 	cr_assert(eq(int, b.nmsg, n));
 	cr_assert(ge(int, a.writable, 1));
 	cr_assert(link_can_send(a.l, wire_encoded_size(&m)));
+	cr_assert(eq(int, a.closed + b.closed, 0));
+	side_fini(&a);
+	side_fini(&b);
+	free(data);
+}
+
+/* A large JOURNAL_DATA is written from the caller's buffer, and what the
+ * socket doesn't take at once is copied before link_send returns: the
+ * caller may reuse its buffer right away. The peer doesn't read until all
+ * are queued, so all but the first frame wait in the queue. */
+Test(link, large_data_is_kept_past_link_send)
+{
+	enum { NFRAMES = 8 };
+	struct side a, b;
+	uint8_t *data = malloc(1u << 20);
+	uint64_t sums[NFRAMES];
+
+	cr_assert(data != NULL);
+	make_ready_pair(&a, &b);
+	for (unsigned i = 0; i < NFRAMES; i++) {
+		/* Odd frames are small: copied whole, in order with the rest. */
+		uint32_t len = i % 2 ? 1000 : 1u << 20;
+		struct wire_msg m = data_msg(data, len);
+
+		for (uint32_t k = 0; k < len; k++)
+			data[k] = (uint8_t)(k * 7 + i);
+		sums[i] = XXH3_64bits(data, len);
+		cr_assert(eq(int, link_send(a.l, &m), 0), "frame %u", i);
+		memset(data, 0xee, len); /* the caller's buffer, reused */
+	}
+	RUN_UNTIL_BULK(b.nmsg == NFRAMES);
+	cr_assert(eq(int, b.nmsg, NFRAMES));
+	for (unsigned i = 0; i < NFRAMES; i++) {
+		cr_assert(eq(u32, b.types[i], WIRE_JOURNAL_DATA));
+		cr_assert(eq(u32, b.msgs[i].u.journal_data.data_len, i % 2 ? 1000 : 1u << 20));
+		cr_assert(eq(u64, b.data_sums[i], sums[i]), "frame %u arrived damaged", i);
+	}
 	cr_assert(eq(int, a.closed + b.closed, 0));
 	side_fini(&a);
 	side_fini(&b);
