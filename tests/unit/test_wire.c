@@ -434,6 +434,34 @@ Test(wire, layouts_of_lifecycle_messages)
 	cr_assert(eq(int, memcmp(p + 24, sample_bits, 3), 0));
 }
 
+/* The head is the frame's first bytes: a JOURNAL_DATA's header and fixed
+ * part, any other type whole. */
+Test(wire, encode_head_is_the_frame_without_the_data)
+{
+	static const uint16_t types[] = {WIRE_JOURNAL_DATA, WIRE_STATUS, WIRE_BITMAP, WIRE_ERROR};
+	uint8_t frame[4096], head[4096];
+
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		struct wire_msg m = sample(types[i]);
+		size_t n = encode(&m, frame, sizeof(frame));
+		size_t hs = wire_head_size(&m);
+		ssize_t h;
+
+		memset(head, 0xa5, sizeof(head));
+		h = wire_encode_head(&m, head, sizeof(head));
+		cr_assert(eq(i64, (int64_t)h, (int64_t)hs), "%s", wire_type_name(types[i]));
+		cr_assert(eq(u64, hs, types[i] == WIRE_JOURNAL_DATA ? WIRE_HDR_SIZE + 40 : n));
+		cr_assert(eq(int, memcmp(head, frame, hs), 0), "%s", wire_type_name(types[i]));
+		cr_assert(eq(i64, (int64_t)wire_encode_head(&m, head, hs - 1), -ENOSPC));
+	}
+	{
+		struct wire_msg m = sample(WIRE_JOURNAL_DATA);
+
+		m.u.journal_data.data = NULL;
+		cr_assert(eq(i64, (int64_t)wire_encode_head(&m, head, sizeof(head)), -EINVAL));
+	}
+}
+
 Test(wire, round_trips_limits)
 {
 	struct wire_msg m, d;
