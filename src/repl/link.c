@@ -538,7 +538,7 @@ fail_start(struct link *l, int code, const char *text)
 		while (rest) {
 			struct link_frame *next = rest->next;
 
-			free(rest);
+			frame_free(rest);
 			rest = next;
 		}
 	} else {
