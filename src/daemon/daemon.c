@@ -986,13 +986,11 @@ static void
 io_event(struct loop *loop, int fd, uint32_t events, void *arg)
 {
 	struct daemon *d = arg;
-	uint64_t n;
 
 	(void)loop;
+	(void)fd;
 	(void)events;
-	if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
-		log_debug("io eventfd read: %m");
-	io_engine_reap(d->io);
+	io_engine_reap(d->io); /* it clears the eventfd */
 }
 
 static void
@@ -1003,7 +1001,7 @@ submit_hook(struct loop *loop, void *arg)
 	(void)loop;
 	/* Completions may be waiting that the eventfd already reported; reaping
 	 * here keeps their callbacks in this iteration's batch. */
-	io_engine_reap(d->io);
+	io_engine_reap_ready(d->io);
 	io_engine_submit(d->io);
 }
 

@@ -239,6 +239,16 @@ io_engine_reap(struct io_engine *e)
 	return ran == 0 && r < 0 ? r : ran;
 }
 
+int
+io_engine_reap_ready(struct io_engine *e)
+{
+	/* Clearing the eventfd is a read() per call; most loop iterations
+	 * have nothing to reap. */
+	if (!e->ndone && e->ops->has_completions && !e->ops->has_completions(e))
+		return 0;
+	return io_engine_reap(e);
+}
+
 unsigned
 io_engine_pending(const struct io_engine *e)
 {

@@ -81,6 +81,10 @@ int io_engine_event_fd(const struct io_engine *e);
 /* Runs completion callbacks for everything finished, without blocking.
  * Returns the number of completions run. */
 int io_engine_reap(struct io_engine *e);
+/* The same, for a hook that runs every loop iteration: returns 0 at once,
+ * without a syscall, when the backend can tell without one that nothing
+ * has finished (io_uring: its completion ring is empty). */
+int io_engine_reap_ready(struct io_engine *e);
 /* Requests queued or in flight. */
 unsigned io_engine_pending(const struct io_engine *e);
 /* Submits and waits until nothing is queued or in flight (tools, tests, shutdown). */

@@ -43,6 +43,8 @@ struct io_engine;
  *           With wait, blocks until at least one of its in-flight requests
  *           finishes, if any is in flight. Returns >= 0 or -errno.
  *   fini:   releases e->backend; all requests have finished by then.
+ *   has_completions: optional; false only when no in-flight request has
+ *           finished, known without a syscall.
  */
 struct io_backend_ops {
 	const char *name;
@@ -50,6 +52,7 @@ struct io_backend_ops {
 	int (*submit)(struct io_engine *e);
 	int (*reap)(struct io_engine *e, bool wait);
 	void (*fini)(struct io_engine *e);
+	bool (*has_completions)(struct io_engine *e);
 };
 
 struct io_engine {

@@ -153,6 +153,14 @@ uring_reap(struct io_engine *e, bool wait)
 	return total;
 }
 
+static bool
+uring_has_completions(struct io_engine *e)
+{
+	struct uring_backend *b = e->backend;
+
+	return io_uring_cq_ready(&b->ring) > 0;
+}
+
 static void
 uring_fini(struct io_engine *e)
 {
@@ -190,6 +198,13 @@ uring_reap(struct io_engine *e, bool wait)
 	return -ENOSYS;
 }
 
+static bool
+uring_has_completions(struct io_engine *e)
+{
+	(void)e;
+	return true;
+}
+
 static void
 uring_fini(struct io_engine *e)
 {
@@ -204,4 +219,5 @@ const struct io_backend_ops io_uring_ops = {
     .submit = uring_submit,
     .reap = uring_reap,
     .fini = uring_fini,
+    .has_completions = uring_has_completions,
 };

@@ -602,6 +602,81 @@ Test(io, uring_short_read_resubmits_remainder)
 	close(p[1]);
 }
 
+/* The loop hook's reap: with nothing finished it returns without touching
+ * the eventfd (no read() per loop iteration); once a completion is in the
+ * ring it runs the callback and clears the eventfd like io_engine_reap. */
+Test(io, uring_reap_ready_skips_when_nothing_finished)
+{
+	struct io_engine *e = engine_open("uring", 4);
+	char wbuf[64] = {1, 2, 3}, rbuf[64];
+	struct counter c = {0};
+	struct io_req req = {
+	    .op = IO_OP_READ,
+	    .buf = rbuf,
+	    .len = sizeof(rbuf),
+	    .done = count_done,
+	    .arg = &c,
+	};
+	int efd = io_engine_event_fd(e);
+	struct pollfd pfd = {.fd = efd, .events = POLLIN};
+	uint64_t one = 1, v;
+	int p[2];
+
+	cr_assert(eq(int, pipe2(p, O_CLOEXEC), 0));
+	req.fd = p[0];
+	io_engine_queue(e, &req);
+	cr_assert(ge(int, io_engine_submit(e), 0));
+	/* In flight, nothing finished: a signal left on the eventfd stays. */
+	cr_assert(eq(int, (int)write(efd, &one, sizeof(one)), (int)sizeof(one)));
+	cr_assert(eq(int, io_engine_reap_ready(e), 0));
+	cr_assert(eq(int, poll(&pfd, 1, 0), 1), "reap_ready read the eventfd with nothing to reap");
+	cr_assert(eq(int, (int)read(efd, &v, sizeof(v)), (int)sizeof(v)));
+	cr_assert(eq(int, c.calls, 0));
+
+	/* Finished: the callback runs and the eventfd is cleared. */
+	cr_assert(eq(int, (int)write(p[1], wbuf, sizeof(wbuf)), (int)sizeof(wbuf)));
+	cr_assert(eq(int, poll(&pfd, 1, 10000), 1));
+	cr_assert(eq(int, io_engine_reap_ready(e), 1));
+	cr_assert(eq(int, c.calls, 1));
+	cr_assert(eq(int, c.res, (int)sizeof(wbuf)));
+	cr_assert(eq(int, poll(&pfd, 1, 0), 0), "eventfd still readable after the reap");
+	cr_assert(eq(u32, io_engine_pending(e), 0));
+
+	io_engine_free(e);
+	close(p[0]);
+	close(p[1]);
+}
+
+/* A backend that can't tell without a syscall reaps as io_engine_reap does. */
+Test(io, reap_ready_without_a_cheap_check_reaps)
+{
+	struct io_engine *e = engine_open("sync", 4);
+	uint8_t *buf = buf_new(BS, 0x5a);
+	struct counter c = {0};
+	int fd = file_open("reap-ready", 0);
+	struct io_req req = {
+	    .op = IO_OP_WRITE,
+	    .fd = fd,
+	    .buf = buf,
+	    .len = BS,
+	    .done = count_done,
+	    .arg = &c,
+	};
+	struct pollfd pfd = {.fd = io_engine_event_fd(e), .events = POLLIN};
+
+	io_engine_queue(e, &req);
+	cr_assert(ge(int, io_engine_submit(e), 0));
+	for (int i = 0; i < 1000 && !c.calls; i++) {
+		(void)poll(&pfd, 1, 10);
+		cr_assert(ge(int, io_engine_reap_ready(e), 0));
+	}
+	cr_assert(eq(int, c.calls, 1));
+	cr_assert(eq(int, c.res, (int)BS));
+	io_engine_free(e);
+	close(fd);
+	free(buf);
+}
+
 Test(io, new_rejects_bad_arguments)
 {
 	struct io_engine *e = NULL;
