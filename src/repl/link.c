@@ -1049,10 +1049,18 @@ link_free(struct link *l)
 }
 
 bool
-link_can_send(const struct link *l, size_t bytes)
+link_can_send(struct link *l, size_t bytes)
 {
-	return l->state == LS_OPEN && l->is_ready && l->queued <= LINK_MAX_QUEUED &&
-	       bytes <= LINK_MAX_QUEUED - l->queued;
+	if (l->state != LS_OPEN || !l->is_ready)
+		return false;
+	if (l->queued <= LINK_MAX_QUEUED && bytes <= LINK_MAX_QUEUED - l->queued)
+		return true;
+	/* The caller waits for room: on_writable once the queue drains below
+	 * half, even if it never went above half (a request for more than
+	 * half the queue is refused below it too). */
+	if (l->queued)
+		l->is_above_half = true;
+	return false;
 }
 
 bool

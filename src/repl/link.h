@@ -72,7 +72,10 @@ int link_send(struct link *l, const struct wire_msg *msg);
  * No effect on a link already failing or closed. */
 void link_fail(struct link *l, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-bool link_can_send(const struct link *l, size_t bytes);
+/* Whether link_send of a frame of `bytes` would be queued now. When not
+ * (and frames are waiting), on_writable follows once the queue drains
+ * below half. */
+bool link_can_send(struct link *l, size_t bytes);
 bool link_is_ready(const struct link *l);
 const char *link_peer(const struct link *l);
 const char *link_peer_site(const struct link *l); /* from its HELLO; "" before */

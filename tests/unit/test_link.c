@@ -841,6 +841,35 @@ Test(link, large_data_is_kept_past_link_send)
 	free(data);
 }
 
+/* A refused link_can_send arms on_writable, also when the queue never went
+ * above half: a caller waiting for room for more than half the queue must
+ * be woken when it drains. */
+Test(link, refused_can_send_arms_on_writable)
+{
+	struct side a, b;
+	uint8_t *data = calloc(1, 1u << 20);
+	struct wire_msg m;
+
+	cr_assert(data != NULL);
+	make_ready_pair(&a, &b);
+	m = data_msg(data, 1u << 20);
+	/* Without running the loop the socket takes a part; the rest waits. */
+	cr_assert(eq(int, link_send(a.l, &m), 0));
+	cr_assert(not(link_can_send(a.l, LINK_MAX_QUEUED)));
+	RUN_UNTIL_BULK(b.nmsg == 1 && a.writable);
+	cr_assert(eq(int, b.nmsg, 1));
+	cr_assert(eq(int, a.writable, 1));
+	cr_assert(link_can_send(a.l, LINK_MAX_QUEUED));
+	/* With nothing queued there is nothing to wait for: no wakeup. */
+	cr_assert(not(link_can_send(a.l, LINK_MAX_QUEUED + 1)));
+	run_idle(5);
+	cr_assert(eq(int, a.writable, 1));
+	cr_assert(eq(int, a.closed + b.closed, 0));
+	side_fini(&a);
+	side_fini(&b);
+	free(data);
+}
+
 Test(link, free_inside_callbacks)
 {
 	struct side a, b;
