@@ -234,15 +234,16 @@ append_mixed(struct journal *j, unsigned i)
 	}
 }
 
-/* 400 mixed records in batches of about nine, all durable; the last seq. */
+/* n mixed records, committed every `batch`, all durable; the last seq. */
 static uint64_t
-append_400_mixed(struct io_engine *e, struct journal *j, const struct ctx *c)
+append_mixed_n(struct io_engine *e, struct journal *j, const struct ctx *c, unsigned n,
+               unsigned batch)
 {
 	uint64_t last = 0;
 
-	for (unsigned i = 0; i < 400; i++) {
+	for (unsigned i = 0; i < n; i++) {
 		last = append_mixed(j, i);
-		if (i % 9 == 8) {
+		if (i % batch == batch - 1) {
 			journal_commit(j);
 			drain(e);
 		}
@@ -401,7 +402,7 @@ reads_back_everything(const char *engine_name)
 
 	format(64 * MiB, 0);
 	j = jopen(e, &c);
-	last = append_400_mixed(e, j, &c);
+	last = append_mixed_n(e, j, &c, 400, 9);
 	cr_assert(gt(u64, stats(j).batches, 20), "several batches");
 
 	for (size_t m = 0; m < sizeof(max_bytes) / sizeof(max_bytes[0]); m++) {
@@ -462,7 +463,7 @@ Test(journal_reader, read_cache_and_device_agree)
 	cr_assert(eq(u64, stats(j).read_cache_bytes, 0), "no consumer, no cache");
 	cr_assert(eq(int, journal_consumer_add(j, 7), 0));
 	cr_assert(eq(u64, stats(j).read_cache_bytes, 4 * MiB));
-	last = append_400_mixed(e, j, &c);
+	last = append_mixed_n(e, j, &c, 400, 9);
 	cr_assert(gt(u64, stats(j).bytes_written, 16 * MiB), "much more than the cache");
 
 	for (unsigned borrow = 0; borrow < 2; borrow++) {
@@ -576,19 +577,11 @@ Test(journal_reader, pipelined_reads)
 	struct journal *j;
 	struct reader rd[NR];
 	uint8_t *bufs[NR];
-	uint64_t last = 0, from = 1;
+	uint64_t last, from = 1;
 
 	format(64 * MiB, 0);
 	j = jopen(e, &c);
-	for (unsigned i = 0; i < 250; i++) {
-		last = append_mixed(j, i);
-		if (i % 10 == 9) {
-			journal_commit(j);
-			drain(e);
-		}
-	}
-	journal_commit(j);
-	drain(e);
+	last = append_mixed_n(e, j, &c, 250, 10);
 	for (unsigned k = 0; k < NR; k++) {
 		bufs[k] = malloc(OUT_CAP);
 		cr_assert(bufs[k] != NULL);
