@@ -382,6 +382,27 @@ batch_place(const struct journal *j, uint32_t padded, uint64_t *ret_lpos)
 	return true;
 }
 
+/* The batch journal_pump writes next, if any. */
+static struct journal_batch *
+batch_next(const struct journal *j)
+{
+	if (j->nready)
+		return j->ready[0];
+	if (j->commit_wanted && j->open && j->open->nrecords)
+		return j->open;
+	return NULL;
+}
+
+/* Space, not the in-flight limit, holds the next batch back. */
+static bool
+journal_waits_for_space(const struct journal *j)
+{
+	const struct journal_batch *b = batch_next(j);
+	uint64_t lpos;
+
+	return b && !batch_place(j, ALIGN_UP(b->len, j->sb.align), &lpos);
+}
+
 static void journal_batch_done(struct io_req *req, int res);
 static void journal_flush_kick(struct journal *j);
 
@@ -440,15 +461,11 @@ journal_pump(struct journal *j)
 	do {
 		j->pump_again = false;
 		while (!j->failed && j->noutstanding < JOURNAL_MAX_INFLIGHT) {
-			struct journal_batch *b;
+			struct journal_batch *b = batch_next(j);
 			uint32_t padded;
 			uint64_t lpos;
 
-			if (j->nready) {
-				b = j->ready[0];
-			} else if (j->commit_wanted && j->open && j->open->nrecords) {
-				b = j->open;
-			} else {
+			if (!b) {
 				j->commit_wanted = false;
 				break;
 			}
@@ -999,6 +1016,7 @@ journal_get_stats(const struct journal *j, struct journal_stats *ret)
 	ret->read_cache_misses = j->cache_misses;
 	ret->epoch = j->sb.epoch;
 	ret->failed = j->failed;
+	ret->waiting_for_space = journal_waits_for_space(j);
 }
 
 const struct journal_sb *

@@ -181,6 +181,10 @@ struct journal_stats {
 	uint64_t read_cache_misses; /* ... and from the device */
 	uint32_t epoch;
 	bool failed;
+	/* The next batch to write doesn't fit in front of the persisted tail:
+	 * appends that block now block for space, not for a batch buffer
+	 * (all of them in flight on a slow disk is not a full journal). */
+	bool waiting_for_space;
 };
 
 /* Opens, bumps the epoch, scans from the tail, calls ops->redo for records at or

@@ -62,9 +62,6 @@
 #define REPL_AUTO_BACKOFF_MIN_MS 1000u
 #define REPL_AUTO_BACKOFF_MAX_MS 60000u
 #define REPL_PFUL_HYSTERESIS_PCT 5u
-/* A slow disk also stalls durability for a while: "full" needs the space gone too. */
-#define REPL_FULL_PCT 90u
-#define REPL_FULL_FREE_BYTES (8u << 20) /* less free than a few batches: full */
 /* zstd's fast mode: compression runs on the loop thread, and at level 1 a
  * 4 MiB batch costs ~10 ms there; -3 is several times faster and still
  * halves data that compresses 2:1. */
@@ -3083,21 +3080,6 @@ secondary_tick(struct pair *p, uint64_t now)
 			       " s%s%s", timeout / 1000, p->error[0] ? ": " : "", p->error);
 }
 
-/* Whether blocked appends can be for want of journal space. Appends also
- * block while every batch buffer is in flight on a slow disk; that is not
- * a full journal, and a secondary behind the checkpoint (always, during an
- * initial copy) must not be suspended for it. A journal that is out of
- * space has less free than a couple of batches (a batch needs contiguous
- * room) or under a tenth of its area. */
-static bool
-journal_nearly_full(const struct journal_stats *js)
-{
-	uint64_t free_bytes = js->area_size > js->used_bytes ? js->area_size - js->used_bytes : 0;
-
-	return free_bytes < REPL_FULL_FREE_BYTES ||
-	       free_bytes < js->area_size / 100 * (100 - REPL_FULL_PCT);
-}
-
 /* Primary: link watch, journal high-water mark, inflow control, journal
  * full, automatic resync. */
 static void
@@ -3125,10 +3107,13 @@ primary_health(struct pair *p, uint64_t now)
 			return;
 		}
 		/* Full: appends wait for space (or appended records wait for a
-		 * batch that has no room) while the secondary holds the tail. */
+		 * batch that has no room) while the secondary holds the tail.
+		 * Appends also block while every batch buffer is in flight on
+		 * a slow disk (always, behind an initial copy); only a batch
+		 * that has no room in front of the tail is a full journal. */
 		blocked = group_blocked_since_ms(p->g);
 		if (js.durable_seq + 1 < js.next_seq && js.durable_seq == p->last_durable &&
-		    pct >= REPL_FULL_PCT) {
+		    js.waiting_for_space) {
 			if (!p->stuck_since_ms)
 				p->stuck_since_ms = now;
 			if (!blocked || p->stuck_since_ms < blocked)
@@ -3137,7 +3122,7 @@ primary_health(struct pair *p, uint64_t now)
 			p->stuck_since_ms = 0;
 		}
 		p->last_durable = js.durable_seq;
-		if (blocked && now - blocked >= 2 * REPL_TICK_MS && journal_nearly_full(&js)) {
+		if (blocked && now - blocked >= 2 * REPL_TICK_MS && js.waiting_for_space) {
 			uint64_t rel = 0;
 
 			/* Full because the secondary holds the tail, not the checkpoint. */

@@ -848,6 +848,7 @@ Test(journal, full_batches_are_submitted_without_a_commit)
 		cr_assert(eq(int, append_write(j, i * MiB, JOURNAL_MAX_PAYLOAD, NULL), 0));
 	/* 1 MiB + 64 bytes each: one per 2 MiB batch; 5 sealed, 4 submitted */
 	cr_assert(eq(u64, stats(j).batches, 4));
+	cr_assert(not(stats(j).waiting_for_space), "the in-flight limit holds it, not space");
 	journal_commit(j);
 	drain(e);
 	cr_assert(eq(u64, c.durable_seq, 6));
@@ -860,6 +861,36 @@ Test(journal, full_batches_are_submitted_without_a_commit)
 }
 
 /* --- space --- */
+
+/* Every batch buffer in flight (a slow disk) blocks appends too, with the
+ * journal nearly empty: that is not a full journal. The pair layer tells
+ * the two apart by waiting_for_space, and only suspends a pair for space. */
+Test(journal, busy_batches_are_not_waiting_for_space)
+{
+	struct io_engine *e = engine("sync");
+	struct ctx c = {0};
+	struct journal *j;
+	uint64_t last = 0;
+	unsigned n = 0;
+	int r = 0;
+
+	format(64 * MiB);
+	j = jopen(e, &c);
+	/* one record per batch, nothing reaped: the pool runs out */
+	while (n < 64 && (r = append_write(j, n * MiB, JOURNAL_MAX_PAYLOAD, &last)) == 0)
+		n++;
+	cr_assert(eq(int, r, -EAGAIN), "the pool of batch buffers ran out");
+	cr_assert(lt(u64, stats(j).used_bytes, stats(j).area_size / 2));
+	cr_assert(not(stats(j).waiting_for_space));
+	drain(e);
+	cr_assert(eq(int, append_write(j, n * MiB, JOURNAL_MAX_PAYLOAD, &last), 0));
+	journal_commit(j);
+	drain(e);
+	cr_assert(eq(u64, c.durable_seq, last));
+	cr_assert(not(stats(j).waiting_for_space));
+	journal_close(j);
+	io_engine_free(e);
+}
 
 static void
 wraps_around(const char *engine_name, uint64_t laps)
@@ -938,11 +969,13 @@ Test(journal, full_journal_returns_eagain_then_on_space)
 	cr_assert(lt(u64, c.durable_seq, last), "the last batches wait for space");
 	cr_assert(eq(u32, c.nspace, 0));
 	cr_assert(eq(u64, st.next_seq, last + 1), "-EAGAIN consumed no seq");
+	cr_assert(st.waiting_for_space);
 
 	/* releasing space lets the waiting batches go, then appends work again */
 	journal_set_checkpoint(j, c.durable_seq + 1);
 	drain(e);
 	cr_assert(ge(u32, c.nspace, 1));
+	cr_assert(not(stats(j).waiting_for_space));
 	journal_commit(j);
 	drain(e);
 	journal_set_checkpoint(j, c.durable_seq + 1);
