@@ -49,9 +49,9 @@
  * holding a seq and gives the exact byte extent of the entries after it, so
  * the range a read returns is decided before the read is issued. The reader
  * shares this file's state through journal_internal.h; journal_close() waits
- * for its reads. While the journal has a consumer, each submitted batch is
- * also copied into the read cache (journal_cache.c) so that a reader that
- * keeps up is served from memory.
+ * for its reads. While the journal has a consumer, batches are packed in the
+ * read cache (journal_cache.c) and stay there after they are written, so
+ * that a reader that keeps up is served from memory.
  *
  * Not here: deciding when to checkpoint (the group does).
  */
@@ -72,6 +72,7 @@
 
 static void journal_pump(struct journal *j);
 static void journal_sb_kick(struct journal *j);
+static void cache_reconcile(struct journal *j);
 
 /* --- index of retained records --- */
 
@@ -337,6 +338,34 @@ journal_sb_write_sync(struct journal *j)
 
 /* --- batches --- */
 
+/* In the read cache when there is one (no copy to keep it), else its own
+ * buffer. */
+static void
+batch_set_buffer(struct journal *j, struct journal_batch *b)
+{
+	b->in_cache = j->cache.buf && !j->cache_moving;
+	if (!b->in_cache) {
+		b->buf = b->own;
+		return;
+	}
+	b->buf = journal_cache_reserve(&j->cache, &b->cache_v);
+	/* The region must not reach a batch still packed in the cache. */
+	for (unsigned i = 0; i < JOURNAL_NBATCHES; i++) {
+		const struct journal_batch *o = &j->batches[i];
+
+		if (o != b && o->state != BATCH_FREE && o->in_cache)
+			JRBD_VERIFY(journal_cache_holds(&j->cache, o->cache_v));
+	}
+}
+
+/* The open batch takes no more records. */
+static void
+batch_stop_filling(struct journal *j, struct journal_batch *b)
+{
+	if (b->in_cache)
+		journal_cache_fill_end(&j->cache, b->cache_v, b->len);
+}
+
 static struct journal_batch *
 batch_get_free(struct journal *j)
 {
@@ -344,6 +373,7 @@ batch_get_free(struct journal *j)
 		struct journal_batch *b = &j->batches[i];
 
 		if (b->state == BATCH_FREE) {
+			batch_set_buffer(j, b);
 			b->state = BATCH_OPEN;
 			b->len = 0;
 			b->nrecords = 0;
@@ -361,6 +391,7 @@ batch_seal(struct journal *j)
 	struct journal_batch *b = j->open;
 
 	j->open = NULL;
+	batch_stop_filling(j, b);
 	b->state = BATCH_READY;
 	j->ready[j->nready++] = b;
 }
@@ -418,8 +449,8 @@ batch_submit(struct journal *j, struct journal_batch *b, uint64_t lpos, uint32_t
 	j->noutstanding++;
 	j->head_lpos = lpos + padded;
 	j->submitted_seq = b->last_seq + 1;
-	if (j->cache.buf)
-		journal_cache_put(&j->cache, lpos, b->buf, b->len);
+	if (b->in_cache)
+		journal_cache_add(&j->cache, lpos, b->cache_v, b->len);
 	j->bytes_written += padded;
 	j->nbatches++;
 	for (unsigned m = 0; m < b->nmarks; m++) {
@@ -475,6 +506,7 @@ journal_pump(struct journal *j)
 			if (b == j->open) {
 				j->open = NULL;
 				j->commit_wanted = false;
+				batch_stop_filling(j, b);
 			} else {
 				j->nready--;
 				for (unsigned i = 0; i < j->nready; i++)
@@ -530,6 +562,8 @@ journal_batch_done(struct io_req *req, int res)
 	}
 	if (advanced)
 		journal_sb_kick(j); /* durable_seq may hold the tail */
+	if (j->cache_moving)
+		cache_reconcile(j);
 	journal_flush_kick(j);
 	journal_pump(j);
 	journal_notify(j, advanced, freed);
@@ -660,7 +694,7 @@ static void
 journal_free_mem(struct journal *j)
 {
 	for (unsigned i = 0; i < JOURNAL_NBATCHES; i++)
-		free(j->batches[i].buf);
+		free(j->batches[i].own);
 	free(j->sb_buf);
 	free(j->idx);
 	journal_cache_fini(&j->cache);
@@ -694,8 +728,9 @@ journal_open(const char *path, struct io_engine *io, const struct journal_ops *o
 	}
 	for (unsigned i = 0; i < JOURNAL_NBATCHES; i++) {
 		j->batches[i].j = j;
-		j->batches[i].buf = util_aligned_alloc(4096, JOURNAL_BATCH_CAP);
-		if (!j->batches[i].buf) {
+		j->batches[i].own = util_aligned_alloc(4096, JOURNAL_BATCH_CAP);
+		j->batches[i].buf = j->batches[i].own;
+		if (!j->batches[i].own) {
 			r = -ENOMEM;
 			goto err;
 		}
@@ -884,26 +919,59 @@ consumer_find(const struct journal *j, uint64_t id)
 	return -ENOENT;
 }
 
+/* Batches packed in the cache move to their own buffers before it goes or
+ * is resized; one the kernel is writing from can't, so the change waits for
+ * its completion (new batches use their own buffers meanwhile). False
+ * while one is still in flight. */
+static bool
+cache_vacate(struct journal *j)
+{
+	bool busy = false;
+
+	for (unsigned i = 0; i < JOURNAL_NBATCHES; i++) {
+		struct journal_batch *b = &j->batches[i];
+
+		if (!b->in_cache)
+			continue;
+		if (b->state == BATCH_INFLIGHT) {
+			busy = true;
+			continue;
+		}
+		if (b->state == BATCH_OPEN || b->state == BATCH_READY)
+			memcpy(b->own, b->buf, b->len);
+		b->buf = b->own;
+		b->in_cache = false;
+	}
+	return !busy;
+}
+
 /* The read cache is worth its memory only while a consumer reads records
  * back: allocated while there is one, freed when the last one goes. */
 static void
 cache_reconcile(struct journal *j)
 {
 	bool want = false;
-	size_t cap;
+	size_t cap = 0;
 	int r;
 
 	for (unsigned i = 0; i < JOURNAL_MAX_CONSUMERS && j->cache_want; i++)
 		want = want || j->cons[i].id;
-	if (!want) {
-		journal_cache_fini(&j->cache);
+	if (want) {
+		/* More than the area would only hold records already released. */
+		cap = (size_t)MIN((uint64_t)j->cache_want, j->sb.area_size);
+		cap = ALIGN_DOWN(MAX(cap, JOURNAL_CACHE_MIN), (size_t)4096);
+	}
+	if (j->cache.cap == cap) {
+		j->cache_moving = false;
 		return;
 	}
-	/* More than the area would only hold records already released. */
-	cap = (size_t)MIN((uint64_t)j->cache_want, j->sb.area_size);
-	if (j->cache.buf && j->cache.cap == cap)
-		return;
+	j->cache_moving = true;
+	if (!cache_vacate(j))
+		return; /* again when the batch in flight completes */
+	j->cache_moving = false;
 	journal_cache_fini(&j->cache);
+	if (!cap)
+		return;
 	r = journal_cache_init(&j->cache, cap);
 	if (r < 0)
 		log_warn("journal: no %zu-byte read cache (%s): records are read back from the "

@@ -83,8 +83,11 @@ enum journal_batch_state {
 struct journal_batch {
 	struct io_req req; /* first: completions dispatch on it */
 	struct journal *j;
-	uint8_t *buf; /* JOURNAL_BATCH_CAP bytes, 4096-aligned, owned; the
-	               * kernel's while INFLIGHT */
+	uint8_t *buf; /* where its records are packed: own, or a region of the
+	               * read cache (in_cache); the kernel's while INFLIGHT */
+	uint8_t *own; /* JOURNAL_BATCH_CAP bytes, 4096-aligned, owned */
+	uint64_t cache_v; /* in_cache: the region's virtual position */
+	bool in_cache;
 	uint32_t len; /* bytes of records packed in */
 	uint32_t nrecords;
 	uint64_t first_seq; /* of its records */
@@ -111,25 +114,42 @@ struct journal_idx {
 	uint32_t len; /* bytes */
 };
 
-/* The read cache (journal_cache.c): the newest batches, copied at submit,
- * for journal_read_records() to serve without reading the device. */
+/* The read cache (journal_cache.c): the newest batches, for
+ * journal_read_records() to serve without reading the device. Batches are
+ * packed in place in it (no copy): each takes a region at its end when it
+ * opens, and is served from the time it is submitted. */
 struct journal_cache_desc {
 	uint64_t lpos; /* where the batch's records start */
 	uint64_t v;    /* virtual position in the cache: bytes at buf + v % cap */
 	uint32_t len;  /* record bytes (no padding) */
 };
 struct journal_cache {
-	uint8_t *buf; /* cap bytes; NULL: no cache */
-	size_t cap;
-	uint64_t vend; /* virtual end of the newest batch */
-	struct journal_cache_desc *desc; /* FIFO, lpos ascending */
+	uint8_t *buf; /* cap bytes, 4096-aligned; NULL: no cache */
+	size_t cap;   /* a multiple of 4096 */
+	uint64_t vend; /* virtual end of the newest region that stopped growing */
+	uint64_t vres_end; /* virtual end of the newest region reserved */
+	struct journal_cache_desc *desc; /* FIFO, lpos (and v) ascending */
 	size_t ndesc_cap, dhead, ndesc;
 };
-/* -EINVAL (cap < two batches), -ENOMEM, or 0. */
+/* The smallest cache: a region for a new batch must never reach one of the
+ * other batches still packed in the cache (at most JOURNAL_NBATCHES - 1, one
+ * wrap gap among them and one before the new region: each < a batch). */
+#define JOURNAL_CACHE_MIN ((size_t)(JOURNAL_NBATCHES + 2) * JOURNAL_BATCH_CAP)
+/* cap is rounded down to 4096; -EINVAL (below JOURNAL_CACHE_MIN), -ENOMEM, or 0. */
 int journal_cache_init(struct journal_cache *c, size_t cap);
 void journal_cache_fini(struct journal_cache *c);
-/* Copies the batch [lpos, lpos + len) in, dropping the oldest it overwrites. */
-void journal_cache_put(struct journal_cache *c, uint64_t lpos, const void *data, uint32_t len);
+/* A region of JOURNAL_BATCH_CAP bytes, 4096-aligned, after the newest one,
+ * for a batch to be packed in; what it may overwrite is no longer served.
+ * *ret_v gets its virtual position. */
+uint8_t *journal_cache_reserve(struct journal_cache *c, uint64_t *ret_v);
+/* The batch packed at v stopped growing at len bytes: the next region
+ * starts after them. */
+void journal_cache_fill_end(struct journal_cache *c, uint64_t v, uint32_t len);
+/* The batch packed at v, len record bytes, was submitted at lpos: it is
+ * served from now on. */
+void journal_cache_add(struct journal_cache *c, uint64_t lpos, uint64_t v, uint32_t len);
+/* Whether a region at v is still intact (nothing reserved since reaches it). */
+bool journal_cache_holds(const struct journal_cache *c, uint64_t v);
 /* The bytes [lpos, lpos + len) if one cached batch holds all of them, or NULL. */
 const uint8_t *journal_cache_get(const struct journal_cache *c, uint64_t lpos, uint32_t len);
 
@@ -185,6 +205,7 @@ struct journal {
 	unsigned nreads; /* journal_read_records() in flight (journal_reader.c) */
 	size_t cache_want;          /* journal_set_read_cache(); in use only with consumers */
 	struct journal_cache cache; /* buf NULL while off */
+	bool cache_moving; /* going or resizing once no batch in it is in flight */
 	uint64_t cache_hits, cache_misses; /* reads served from it / from the device */
 
 	bool failed; /* sticky */

@@ -28,8 +28,9 @@
  * cached bytes, without a device read and without re-checking payload
  * checksums (they are the bytes this process checksummed and submitted),
  * and the request completes on return (JOURNAL_READ_CACHED). With
- * may_borrow, records standing back to back in the cache are not even
- * copied: data points at them. Otherwise, the device:
+ * may_borrow, records are not even copied: data points at them in the
+ * cache, and the range stops where they stop standing back to back there
+ * (at a batch's end). Otherwise, the device:
  *
  * Records read are only valid while retained: the caller's consumer must
  * hold them until the read completes. If the tail passed a record while the
@@ -76,6 +77,10 @@ struct journal_read_state {
 
 static void journal_read_done(struct io_req *req, int res);
 
+/* Cached records standing back to back: fewer are copied rather than sent
+ * alone (a reply per tiny batch would cost a round trip each). */
+#define JOURNAL_BORROW_MIN (64u << 10)
+
 /* Where read_walk finds the entries and their bytes: entries captured at
  * the call and the device read's buffer, or (from the read cache, during
  * the call) the live index and the cache. */
@@ -84,8 +89,8 @@ struct walk_src {
 	size_t i0, nent;
 	bool cached;
 	/* cached, no copy: *borrow gets where the records start in the cache;
-	 * -EXDEV if they don't stand back to back there (a batch wrapped to
-	 * the cache's start) */
+	 * -EXDEV if they don't stand back to back there (the range decided
+	 * at the call stops before that) */
 	const uint8_t **borrow;
 };
 
@@ -238,6 +243,7 @@ journal_read_records(struct journal *j, struct journal_read_req *r)
 	uint64_t area, align, lap, start, end, cap_seq, last, budget, limit, total;
 	size_t i, n;
 	uint8_t *buf;
+	const uint8_t *run, *run_start;
 	uint32_t rlen;
 
 	if (!j || !r || !r->out || !r->done ||
@@ -272,6 +278,15 @@ journal_read_records(struct journal *j, struct journal_read_req *r)
 	last = MIN(journal_idx_end_seq(j, i) - 1, cap_seq);
 	total = first_entry_bound(e, r->from_seq);
 	n = 1;
+	/* Borrowing from the cache: the range ends where records stop standing
+	 * back to back there (between batches: each has a region of its own),
+	 * so the caller gets them without a copy and asks again for the rest.
+	 * A shorter run than JOURNAL_BORROW_MIN is copied with what follows
+	 * instead: lone writes, a batch each, travel together. */
+	run = r->may_borrow && j->cache.buf ? journal_cache_get(&j->cache, e->lpos, e->len) : NULL;
+	run_start = run;
+	if (run)
+		run += e->len;
 	if (total > budget) {
 		/* Not even the rest of this entry surely fits: the one record
 		 * at from_seq does (out_cap holds a maximal one). */
@@ -283,6 +298,13 @@ journal_read_records(struct journal *j, struct journal_read_req *r)
 			    total + e->len > budget ||
 			    ALIGN_UP(e->lpos + e->len, align) - start > limit)
 				break;
+			if (run && journal_cache_get(&j->cache, e->lpos, e->len) != run) {
+				if (run - run_start >= JOURNAL_BORROW_MIN)
+					break;
+				run = NULL;
+			} else if (run) {
+				run += e->len;
+			}
 			total += e->len;
 			end = e->lpos + e->len;
 			last = MIN(journal_idx_end_seq(j, k) - 1, cap_seq);
@@ -301,7 +323,7 @@ journal_read_records(struct journal *j, struct journal_read_req *r)
 		uint64_t bad_seq;
 		int res = -EXDEV;
 
-		if (r->may_borrow) {
+		if (run) {
 			src.borrow = &borrowed;
 			res = read_walk(j, r, &src, &bad_seq);
 			if (res == 0)

@@ -21,7 +21,7 @@ grep -q "already owned by a running jrbd daemon (pid $PID1)" "$T/second.log" ||
 ok "second daemon refused"
 
 # Bad daemon options: usage error (2) naming the option, nothing started.
-for bad in "--read-cache 1M" "--read-cache lots" "--window 0" "--compress-level 20"; do
+for bad in "--read-cache 1M" "--read-cache 8M" "--read-cache lots" "--window 0" "--compress-level 20"; do
 	rc=0
 	# shellcheck disable=SC2086
 	"$JRBD" daemon --dir "$T/never" $bad >"$T/bad.log" 2>&1 || rc=$?

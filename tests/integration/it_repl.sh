@@ -19,10 +19,10 @@ SECONDS=0
 
 . "$(dirname "$0")/repl_lib.sh"
 
-# A small read cache at the primary (the default is 64 MiB): the secondary
-# is served from memory while it keeps up and from the device once it falls
-# more than 4 MiB behind (section 7 checks that both happened).
-A_ARGS=(--read-cache 4M)
+# The smallest read cache at the primary (the default is 64 MiB): the
+# secondary is served from memory while it keeps up and from the device once
+# it falls more than 16 MiB behind (section 7 checks that both happened).
+A_ARGS=(--read-cache 16M)
 start_b
 start_a
 start_daemon "$C" --listen 127.0.0.1:0 --secret-file "$T/secret-other" --site c
@@ -250,7 +250,7 @@ start_b
 wait_drain g1 60
 cmp_vols g1 data log
 rc=$(pj "$A" g1 'g["journal"]["read_cache"]')
-[ "$(pj "$A" g1 'g["journal"]["read_cache"]["hits"] > 0 and g["journal"]["read_cache"]["misses"] > 0 and g["journal"]["read_cache"]["bytes"] == 4 << 20')" = True ] ||
+[ "$(pj "$A" g1 'g["journal"]["read_cache"]["hits"] > 0 and g["journal"]["read_cache"]["misses"] > 0 and g["journal"]["read_cache"]["bytes"] == 16 << 20')" = True ] ||
 	fail "read cache: expected hits (live records) and misses (the backlog): $rc"
 ok "7. secondary down: $n writes in 3 s at the primary (lag $lag records); after its restart, drained, S-VOLs equal (read cache $rc)"
 
