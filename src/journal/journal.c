@@ -957,7 +957,9 @@ cache_reconcile(struct journal *j)
 	for (unsigned i = 0; i < JOURNAL_MAX_CONSUMERS && j->cache_want; i++)
 		want = want || j->cons[i].id;
 	if (want) {
-		/* More than the area would only hold records already released. */
+		/* More than the area would only hold records already released;
+		 * below the minimum, a new batch's region could reach one in
+		 * flight. */
 		cap = (size_t)MIN((uint64_t)j->cache_want, j->sb.area_size);
 		cap = ALIGN_DOWN(MAX(cap, JOURNAL_CACHE_MIN), (size_t)4096);
 	}

@@ -281,7 +281,7 @@ struct journal_read_req {
 	void *arg;
 	/* Served from the read cache, the records may be left where they are:
 	 * data then points into the cache, valid only until the caller returns
-	 * to the event loop or appends (the cache is refilled at submit). */
+	 * to the event loop or appends (an append can open a batch over them). */
 	bool may_borrow;
 	/* Results. first_seq/last_seq/nrecords are decided when the call
 	 * returns 0; out_len, data and newest_ts_ns come with done (or with
@@ -305,8 +305,8 @@ int journal_read_records(struct journal *j, struct journal_read_req *r);
  * set; done is not called. */
 #define JOURNAL_READ_CACHED 1
 
-/* Keep up to `bytes` (at least two batches, 4 MiB, to be useful; at most
- * the area is used) of the newest batches in memory while the journal has a
+/* Keep up to `bytes` (at most the area is used, but never less than 16 MiB)
+ * of the newest batches in memory while the journal has a
  * consumer, so journal_read_records() serves a consumer that keeps up
  * without reading the device or re-checking payload checksums (they are the
  * bytes this process checksummed and wrote). 0 (the default): off. The

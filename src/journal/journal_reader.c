@@ -30,7 +30,8 @@
  * and the request completes on return (JOURNAL_READ_CACHED). With
  * may_borrow, records are not even copied: data points at them in the
  * cache, and the range stops where they stop standing back to back there
- * (at a batch's end). Otherwise, the device:
+ * (at a batch's end), unless that run is shorter than JOURNAL_BORROW_MIN:
+ * then the range goes on and is copied. Otherwise, the device:
  *
  * Records read are only valid while retained: the caller's consumer must
  * hold them until the read completes. If the tail passed a record while the

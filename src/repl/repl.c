@@ -3167,6 +3167,7 @@ primary_health(struct pair *p, uint64_t now)
 			pair_set_state(p, PAIR_STATE_PAIR, "the master journal is back at %u%%", pct);
 		return;
 	}
+	p->stuck_since_ms = 0; /* a new grace period once flowing again */
 	/* Suspended: resync by itself once the link is back, if the group says so. */
 	if (state_suspended(p->pc.state) && p->ready && !p->pc.fold_to && !p->resync_pending &&
 	    !p->swap_pending && !p->cmd_cb && now >= p->auto_next_ms &&

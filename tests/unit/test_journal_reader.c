@@ -580,9 +580,10 @@ fill_pipeline(struct io_engine *e, struct journal *j, uint64_t *last)
 	cr_assert(ge(int, io_engine_submit(e), 0));
 }
 
-Test(journal_reader, cache_changes_wait_for_batches_in_flight)
+static void
+cache_changes_wait_for_batches_in_flight(const char *engine_name)
 {
-	struct io_engine *e = engine("uring");
+	struct io_engine *e = engine(engine_name);
 	struct ctx c = {0};
 	struct journal *j;
 	uint64_t last = 0;
@@ -597,6 +598,16 @@ Test(journal_reader, cache_changes_wait_for_batches_in_flight)
 	fill_pipeline(e, j, &last);
 	journal_set_read_cache(j, 24 * MiB);
 	cr_assert(eq(u64, stats(j).read_cache_bytes, 16 * MiB), "in use until they complete");
+	journal_commit(j);
+	drain(e);
+	cr_assert(eq(u64, c.durable_seq, last));
+	cr_assert(eq(u64, stats(j).read_cache_bytes, 24 * MiB));
+	read_range(e, j, 1, last, 3 * MiB, NULL);
+
+	/* resized and back while in flight: it stays, and serves again */
+	fill_pipeline(e, j, &last);
+	journal_set_read_cache(j, 32 * MiB);
+	journal_set_read_cache(j, 24 * MiB);
 	journal_commit(j);
 	drain(e);
 	cr_assert(eq(u64, c.durable_seq, last));
@@ -636,6 +647,17 @@ Test(journal_reader, cache_changes_wait_for_batches_in_flight)
 	read_range(e, j, 1, last, 5 * MiB, NULL);
 	journal_close(j);
 	io_engine_free(e);
+}
+
+/* sync: batches stay in flight until reaped; uring: the kernel has them */
+Test(journal_reader, cache_changes_wait_for_batches_in_flight_sync)
+{
+	cache_changes_wait_for_batches_in_flight("sync");
+}
+
+Test(journal_reader, cache_changes_wait_for_batches_in_flight_uring)
+{
+	cache_changes_wait_for_batches_in_flight("uring");
 }
 
 /* Small records in full 2 MiB batches: a budget smaller than a batch still
