@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libnbd.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,11 +193,23 @@ do_write(const char *uri, uint64_t seconds, uint64_t seed)
 		slots[i].buf = aligned_alloc(BS, BS);
 	if (!h || nbd_connect_uri(h, uri) < 0) {
 		fprintf(stderr, "nbd_stress: connect: %s\n", nbd_get_error());
+		nbd_close(h);
 		return 2;
 	}
 	if ((uint64_t)nbd_get_size(h) < nblocks * BS) {
 		fprintf(stderr, "nbd_stress: export too small\n");
+		nbd_close(h);
 		return 2;
+	}
+	/* STATE.connected: a test may crash the server only once we are in. */
+	{
+		char marker[PATH_MAX];
+		FILE *f;
+
+		snprintf(marker, sizeof(marker), "%s.connected", state_path);
+		f = fopen(marker, "w");
+		if (f)
+			fclose(f);
 	}
 	while (!failed && time(NULL) < end) {
 		while (inflight < QD && !failed) {
@@ -263,6 +276,8 @@ do_verify(const char *uri)
 
 	if (!h || !buf || nbd_connect_uri(h, uri) < 0) {
 		fprintf(stderr, "nbd_stress: connect: %s\n", nbd_get_error());
+		nbd_close(h);
+		free(buf);
 		return 2;
 	}
 	for (uint64_t b0 = 0; b0 < nblocks; b0 += 64) {

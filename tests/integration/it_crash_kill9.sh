@@ -15,10 +15,23 @@ start_daemon "$A"
 uri="nbd+unix:///data?socket=$A/nbd.sock"
 blocks=$(((16 << 20) / 4096))
 
-for round in $(seq 1 "$ROUNDS"); do
-	"$NBD_STRESS" write "$uri" "$T/state" "$blocks" 30 "$round" >"$T/stress.out" 2>&1 &
+# start_writer SEED: nbd_stress write in the background, connected (a crash
+# before it is in would only test "connection refused").
+start_writer() {
+	rm -f "$T/state.connected"
+	"$NBD_STRESS" write "$uri" "$T/state" "$blocks" 30 "$1" >"$T/stress.out" 2>&1 &
 	spid=$!
 	PIDS+=("$spid")
+	for _ in $(seq 1 200); do
+		[ -e "$T/state.connected" ] && return 0
+		kill -0 "$spid" 2>/dev/null || { cat "$T/stress.out"; fail "writer $1 exited before connecting"; }
+		sleep 0.05
+	done
+	fail "writer $1 not connected after 10 s"
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+	start_writer "$round"
 	# Let it run a varying, short while; then crash the daemon under it.
 	sleep "0.$((RANDOM % 9 + 1))"
 	kill9 "$DPID"
@@ -34,9 +47,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 # A journal left with unapplied records after a crash must not be reformatted
 # by a new 'group create' of the same name (say the config was lost).
-"$NBD_STRESS" write "$uri" "$T/state" "$blocks" 30 99 >"$T/stress.out" 2>&1 &
-spid=$!
-PIDS+=("$spid")
+start_writer 99
 sleep 0.5
 kill9 "$DPID"
 wait "$spid" || true
