@@ -1112,6 +1112,13 @@ daemon_run(const struct daemon_opts *opts)
 		log_errno(r, "state dir '%s': cannot load groups", d.dir);
 		goto out;
 	}
+	/* Before replication: hooks run in the order added, and so the hosts'
+	 * replies of a pass leave before replication's sends of that pass (an
+	 * async secondary must not sit in a host write's latency: 4k QD1
+	 * fsync async went from ~3170 to ~3600 IOPS, pinned A/B). */
+	r = nbd_server_new(d.loop, &daemon_nbd_ops, &d, &d.nbd);
+	if (r < 0)
+		goto out;
 	{
 		struct repl_opts ro = {
 			.listen_addr = opts->listen_addr,
@@ -1156,9 +1163,6 @@ daemon_run(const struct daemon_opts *opts)
 	}
 	/* The engine submit hook runs after every group's commit hook. */
 	loop_add_hook(d.loop, &d.submit_hook, submit_hook, &d);
-	r = nbd_server_new(d.loop, &daemon_nbd_ops, &d, &d.nbd);
-	if (r < 0)
-		goto out;
 	for (unsigned i = 0; i < opts->n_nbd; i++) {
 		r = nbd_server_listen(d.nbd, opts->nbd_addrs[i]);
 		if (r < 0) {
