@@ -239,7 +239,7 @@ cmd_daemon(int argc, char **argv)
 			uint64_t v;
 
 			/* 0 means off here; in repl_opts 0 means the default. */
-			if (util_parse_size(optarg, &v) < 0 || (v && (v < (16u << 20) || v > (1ull << 34)))) {
+			if (util_parse_size(optarg, &v) < 0 || (v && (v < JOURNAL_READ_CACHE_MIN || v > (1ull << 34)))) {
 				fprintf(stderr, "jrbd daemon: --read-cache must be 0 (off) or 16M..16G\n");
 				return EXIT_USAGE;
 			}

@@ -961,7 +961,7 @@ cache_reconcile(struct journal *j)
 		 * below the minimum, a new batch's region could reach one in
 		 * flight. */
 		cap = (size_t)MIN((uint64_t)j->cache_want, j->sb.area_size);
-		cap = ALIGN_DOWN(MAX(cap, JOURNAL_CACHE_MIN), (size_t)4096);
+		cap = ALIGN_DOWN(MAX(cap, JOURNAL_READ_CACHE_MIN), (size_t)4096);
 	}
 	if (j->cache.cap == cap) {
 		j->cache_moving = false;

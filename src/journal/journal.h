@@ -305,8 +305,12 @@ int journal_read_records(struct journal *j, struct journal_read_req *r);
  * set; done is not called. */
 #define JOURNAL_READ_CACHED 1
 
-/* Keep up to `bytes` (at most the area is used, but never less than 16 MiB)
- * of the newest batches in memory while the journal has a
+/* The smallest read cache journal_set_read_cache() sets up (a smaller
+ * `bytes` is rounded up to it); the CLI refuses less. */
+#define JOURNAL_READ_CACHE_MIN ((size_t)16 << 20)
+
+/* Keep up to `bytes` (at most the area is used, but never less than
+ * JOURNAL_READ_CACHE_MIN) of the newest batches in memory while the journal has a
  * consumer, so journal_read_records() serves a consumer that keeps up
  * without reading the device or re-checking payload checksums (they are the
  * bytes this process checksummed and wrote). 0 (the default): off. The

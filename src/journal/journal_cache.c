@@ -37,7 +37,7 @@ journal_cache_init(struct journal_cache *c, size_t cap)
 {
 	memset(c, 0, sizeof(*c));
 	cap = ALIGN_DOWN(cap, (size_t)4096);
-	if (cap < JOURNAL_CACHE_MIN)
+	if (cap < JOURNAL_READ_CACHE_MIN)
 		return -EINVAL;
 	c->buf = util_aligned_alloc(4096, cap);
 	c->ndesc_cap = cap / CACHE_BYTES_PER_DESC;

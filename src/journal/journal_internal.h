@@ -135,7 +135,9 @@ struct journal_cache {
  * other batches still packed in the cache (at most JOURNAL_NBATCHES - 1, one
  * wrap gap among them and one before the new region: each < a batch). */
 #define JOURNAL_CACHE_MIN ((size_t)(JOURNAL_NBATCHES + 2) * JOURNAL_BATCH_CAP)
-/* cap is rounded down to 4096; -EINVAL (below JOURNAL_CACHE_MIN), -ENOMEM, or 0. */
+_Static_assert(JOURNAL_READ_CACHE_MIN >= JOURNAL_CACHE_MIN,
+               "the public minimum covers what packing batches in place needs");
+/* cap is rounded down to 4096; -EINVAL (below JOURNAL_READ_CACHE_MIN), -ENOMEM, or 0. */
 int journal_cache_init(struct journal_cache *c, size_t cap);
 void journal_cache_fini(struct journal_cache *c);
 /* A region of JOURNAL_BATCH_CAP bytes, 4096-aligned, after the newest one,
